@@ -14,6 +14,14 @@ JSON).  Sets and vectors are Python lists; the Zeek type tag says which it is.
 
 Writers (``analysis/logs/tsv.py``, ``jsonl.py``) and the cluster's wire encoding ask
 :func:`columns` for the column list; nobody writes a header by hand.
+
+String convention: ``String``/``Enum`` values that come from the wire are the wire bytes decoded
+as UTF-8 with ``errors="surrogateescape"`` (``data.decode("utf-8", "surrogateescape")``).  Valid
+UTF-8 becomes ordinary text; every other byte becomes a lone surrogate U+DC80..U+DCFF, so no
+information is lost and the value still travels through msgpack as a ``str``.  The writers
+re-encode with ``surrogateescape`` and escape exactly those bytes as ``\\xNN``, as Zeek does with
+its default ``LogAscii::enable_utf_8=T`` (valid multibyte UTF-8 is written as is; control
+characters, DEL and backslash are escaped).  Times are epoch seconds as ``float``.
 """
 
 from __future__ import annotations
