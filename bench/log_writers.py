@@ -1,6 +1,6 @@
 """Records/s of the TSV and JSON log writers for conn-like records, against a naive writer.
 
-    python bench/bench_log_writers.py [--records 200000] [--batch 1000] [--repeat 5]
+    python bench/log_writers.py [--records 200000] [--batch 1000] [--repeat 5]
 
 The naive baseline walks the columns and dispatches on the Zeek type for every field (what the
 writers avoid by compiling one row function per record type).  Prints medians.
