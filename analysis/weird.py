@@ -77,6 +77,15 @@ class WeirdReporter:
         self._did_notice: dict[tuple[str, str], float] = {}
         self.count = 0
         self.logged = 0
+        self._purge_at = 4096
+
+    def _purge(self, ts: float) -> None:
+        """Forget expired suppression entries (Zeek's &create_expire), keeping memory bounded."""
+        for table, ttl in ((self._ignore, _IGNORE_FOR), (self._did_log, _DID_LOG_FOR),
+                           (self._did_notice, _DID_LOG_FOR)):
+            for k in [k for k, t in table.items() if ts - t >= ttl]:
+                del table[k]
+        self._purge_at = max(4096, 2 * len(self._ignore))
 
     # -- the three entry points -----------------------------------------------------------------
     def net(self, name: str, ts: float, addl: str = "", source: str = "") -> None:
@@ -115,6 +124,8 @@ class WeirdReporter:
             table[(name, lim)] = ts
         if name not in self._no_ignore:
             self._ignore[(name, ident)] = ts
+            if len(self._ignore) > self._purge_at:
+                self._purge(ts)
         self.logged += 1
         self._sink.write("weird", WeirdInfo(ts=ts, uid=uid, orig_h=oh, orig_p=op, resp_h=rh, resp_p=rp, name=name,
                                             addl=addl or None, notice=action in _NOTICES, peer=self._peer,
