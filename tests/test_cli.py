@@ -121,11 +121,6 @@ def test_run_reaches_the_cluster_runner(runner, trace, tmp_path, monkeypatch):
     assert lay.local_nets == ("10.0.0.0/8", "192.168.0.0/16")
 
 
-def test_run_says_it_is_not_available_yet(runner, trace):
-    r = runner.invoke(main, ["run", str(trace)])
-    assert r.exit_code == 1 and "not available yet" in one_error_line(r)
-
-
 def test_supervisor_commands_without_a_supervisor(runner, layout_file):
     args = ["--layout", str(layout_file)]
     r = runner.invoke(main, ["status", *args])
