@@ -22,7 +22,7 @@ from cluster.layout import Layout, LayoutError
 from cluster.state import (NodeStatus, StateDir, SupervisorUnavailable, offline_status, pid_alive,
                            proc_start, request, stop_orphans)
 
-__all__ = ["main", "run_local_cluster"]
+__all__ = ["main"]
 
 _STATE_STYLE = {"running": "green", "stopped": "dim", "crashed": "bold red", "dead": "bold red",
                 "hung": "bold yellow", "backoff": "yellow", "restarting": "yellow",
@@ -90,48 +90,21 @@ _trace_argument = click.argument("trace", type=click.Path(exists=True, dir_okay=
 @_local_nets_option
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Supervisor state (default: LOGDIR/.state).")
+@click.option("--script", "scripts", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A Python analysis script to load into the workers and the manager (repeatable).")
 def run(trace: Path, workers: int, loggers: int, proxies: int, logdir: Path, log_format: str,
-        local_nets: tuple[str, ...], state_dir: Path | None) -> None:
+        local_nets: tuple[str, ...], state_dir: Path | None, scripts: tuple[Path, ...]) -> None:
     """Analyse TRACE with a local cluster.
 
     Runs a manager, loggers, proxies and workers on this host until the workers have read the
     trace, then stops the rest in order so every log is written.
     """
-    layout = Layout.local(trace, workers=workers, loggers=loggers, proxies=proxies,
-                          log_dir=logdir, log_format=log_format, state_dir=state_dir,
-                          local_nets=local_nets)
-    sys.exit(run_local_cluster(layout))
+    from cluster.run import run_command
 
-
-def run_local_cluster(layout: Layout) -> int:
-    """Run ``layout`` in this process until its workers have read their traces; 0 on success.
-
-    The layout is installed in its state dir (nodes read it there), a supervisor runs in the
-    foreground on uvloop, and the cluster is stopped in stop order once every worker is done.
-    Until the node runtime (``cluster.node``) exists this says so instead.
-    """
-    import importlib.util
-
-    import uvloop
-
-    from cluster.supervisor import Supervisor
-
-    if importlib.util.find_spec("cluster.node") is None:
-        raise click.ClickException(
-            "starling run is not available yet: the node runtime (cluster.node) is still being "
-            "written; use `starling analyze TRACE --logdir DIR` for a one-process analysis")
-    state = StateDir(layout.state_dir)
-    state.root.mkdir(parents=True, exist_ok=True)
-    layout.log_dir.mkdir(parents=True, exist_ok=True)
-    state.layout.write_text(layout.to_toml())
-    _configure_logging(state.log)
-    sup = Supervisor(layout, state.layout)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        failed = runner.run(sup.run_to_completion())
-    if failed:
-        r = failed[0]
-        raise click.ClickException(f"{r.name} crashed ({r.last_exit}); see {state.stderr(r.name)}")
-    return 0
+    sys.exit(run_command(trace, workers=workers, loggers=loggers, proxies=proxies, logdir=logdir,
+                         log_format=log_format, local_nets=local_nets, state_dir=state_dir,
+                         scripts=scripts))
 
 
 @main.command()
@@ -146,9 +119,12 @@ def run_local_cluster(layout: Layout) -> int:
 @click.option("--local-nets", metavar="CIDR,...", help="Local networks (Zeek's Site::local_nets).")
 @click.option("--bare", is_flag=True, help="Like zeek -b: only the loaded scripts' logs.")
 @click.option("--seed", type=int, help="Seed for reproducible connection UIDs.")
+# [frameworks] users' Python scripts (notice/SumStats/scan run in-process: cluster/frameworks/local.py)
+@click.option("--script", "scripts", multiple=True, metavar="PY",
+              type=click.Path(exists=True, dir_okay=False), help="A Python script to load (repeatable).")
 def analyze(trace: Path, logdir: Path, log_format: str, ignore_checksums: bool,
             loads: tuple[str, ...], redefs: tuple[str, ...], local_nets: str | None, bare: bool,
-            seed: int | None) -> None:
+            seed: int | None, scripts: tuple[str, ...] = ()) -> None:
     """Analyse TRACE in this one process (no cluster), like `zeek -r`."""
     try:
         from analysis import standalone
@@ -165,6 +141,9 @@ def analyze(trace: Path, logdir: Path, log_format: str, ignore_checksums: bool,
         argv += ["--load", name]
     for line in redefs:
         argv += ["--redef", line]
+    if scripts:   # [frameworks] the same run with the scripts' handlers and the frameworks' local backend
+        from cluster.frameworks import local
+        sys.exit(local.main(argv, list(scripts)))
     sys.exit(standalone.main(argv))
 
 
