@@ -104,21 +104,22 @@ def test_run_validates_options_before_anything(runner, trace, tmp_path):
     assert r.exit_code == 2 and "is a directory" in one_error_line(r)
 
 
-def test_run_reaches_the_cluster_runner(runner, trace, tmp_path, monkeypatch):
-    """Valid options build the local layout and hand it to run_local_cluster."""
-    seen = {}
+def test_run_writes_the_logs_with_the_options_given(tmp_path):
+    """A real local cluster: 3 workers, JSON logs, local nets honoured, a summary and exit 0."""
+    import json
+    import subprocess
+    import sys
 
-    def fake_run(layout):
-        seen["layout"] = layout
-        return 0
-    monkeypatch.setattr("cluster.cli.run_local_cluster", fake_run)
-    r = runner.invoke(main, ["run", str(trace), "-w", "3", "--logdir", str(tmp_path / "out"),
-                             "--format", "json", "--local-nets", "10.0.0.0/8, 192.168.0.0/16"])
-    assert r.exit_code == 0, r.output
-    lay = seen["layout"]
-    assert [n.trace for n in lay.workers] == [trace] * 3
-    assert lay.log_dir == tmp_path / "out" and lay.log_format == "json"
-    assert lay.local_nets == ("10.0.0.0/8", "192.168.0.0/16")
+    sample = Path(__file__).resolve().parents[1] / "samples" / "sample.pcap"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "cluster", "run", str(sample), "-w", "3", "--logdir", str(out),
+                        "--format", "json", "--local-nets", "10.0.0.0/8, 192.168.0.0/16"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "drops" in r.stdout and "conn.log rows" in r.stdout
+    rows = [json.loads(line) for line in (out / "conn.log").read_text().splitlines()]
+    assert rows and all("uid" in row for row in rows)
+    assert any(row.get("local_orig") is True for row in rows)
 
 
 def test_supervisor_commands_without_a_supervisor(runner, layout_file):
