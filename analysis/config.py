@@ -27,10 +27,10 @@ PRIVATE_ADDRESS_SPACE = (
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1}
 
 
-def _decoder_options(ignore_checksums: bool = False) -> Any:
+def _decoder_options(ignore_checksums: bool = False, l2_addrs: bool = True) -> Any:
     from analysis.decode import DecoderOptions  # the decoder owns its options type
 
-    return DecoderOptions(ignore_checksums=ignore_checksums)
+    return DecoderOptions(ignore_checksums=ignore_checksums, l2_addrs=l2_addrs)
 
 
 class NetSet:
@@ -74,6 +74,17 @@ class AnalysisConfig:
     # ports where a loaded analyzer attaches (enables TCP reassembly when first-packet reassembly is off)
     analyzer_ports: frozenset[tuple[int, str]] = frozenset()
     dpd_reassemble_first_packets: bool = True
+    dpd_buffer_size: int = 1024
+    dpd_match_only_beginning: bool = True
+    # protocol analyzers: None = every registered one (Zeek's default mode), else these names
+    analyzers: frozenset[str] | None = None
+    disabled_analyzers: frozenset[str] = frozenset()       # Analyzer::disabled_analyzers
+    analyzer_options: dict[str, Any] = field(default_factory=dict)   # name -> options object (redefs applied)
+    reassembly_buffer_cap: int = 1 << 20      # out-of-order payload bytes held per connection
+    strict_analyzers: bool = False            # re-raise analyzer exceptions (tests) instead of a weird
+    # the fused raw-frame path for established flows (analysis.fastpath): None = when checksums
+    # are ignored (with verification its per-batch checksum pass costs more than it saves)
+    fast_path: bool | None = None
     tcp_inactivity_timeout: float = 300.0
     udp_inactivity_timeout: float = 60.0
     icmp_inactivity_timeout: float = 60.0
@@ -97,8 +108,14 @@ class AnalysisConfig:
 
     def decoder_options(self) -> Any:
         if self.decoder is None:
-            self.decoder = _decoder_options(self.ignore_checksums)
+            # MAC address text is only needed by conn.log's mac-logging columns
+            self.decoder = _decoder_options(self.ignore_checksums, "mac" in self.conn_extensions)
         return self.decoder
+
+    def fast_path_on(self) -> bool:
+        if self.fast_path is None:
+            return bool(self.decoder_options().ignore_checksums)
+        return self.fast_path
 
     def log_enabled(self, path: str) -> bool:
         return self.logs is None or path in self.logs

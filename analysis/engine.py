@@ -41,7 +41,10 @@ class _FilteredSink:
 
 
 class Engine:
-    def __init__(self, config: AnalysisConfig, log_sink: LogSink, event_sink: EventSink | None = None) -> None:
+    def __init__(self, config: AnalysisConfig, log_sink: LogSink, event_sink: EventSink | None = None,
+                 analyzer_specs: dict | None = None) -> None:
+        """``analyzer_specs`` replaces the protocol registry (tests, embedding); None: every
+        registered analyzer the configuration enables."""
         from analysis.decode import Decoder
 
         self.config = config
@@ -50,8 +53,17 @@ class Engine:
         self.weirds = WeirdReporter(sink, peer=config.peer, enabled=config.log_enabled("weird"),
                                     do_not_ignore_repeats=config.weird_do_not_ignore_repeats)
         self.table = ConnTable(config, sink, event_sink, self.weirds)
+        from analysis.dpd import AnalyzerManager
+
+        self.analyzers = AnalyzerManager(config, self.table, sink, event_sink, analyzer_specs)
+        if self.analyzers.specs:
+            self.table.analyzer_factory = self.analyzers.attach
         self.decoder = Decoder(config.decoder_options(), self.weirds)
         self._emit = self.table.process
+        if self.table.fast_o is not None:
+            from analysis.fastpath import make_fast_update
+
+            self.decoder.fast = (self.table.fast_o, self.table.fast_r, make_fast_update(self.table))
         self.batches = 0
         self._finished = False
 
@@ -88,6 +100,8 @@ class Engine:
             "active_connections": len(t),
             "removed_connections": t.removed,
             "weirds": self.weirds.count,
+            "analyzers": sorted(self.analyzers.specs),
+            "analyzer_errors": self.analyzers.errors,
             "weirds_logged": self.weirds.logged,
             "batches": self.batches,
             "network_time": t.now,

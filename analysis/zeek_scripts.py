@@ -112,18 +112,169 @@ def configure(loads=(), redefs=(), bare: bool = False, config: AnalysisConfig | 
             continue
         if n in ("base/frameworks/analyzer", "frameworks/analyzer/debug-logging", "base/utils/site"):
             continue
+        if n in _load_switches():
+            continue
         cfg.notes.append(f"@load {raw}: not mapped (ignored)")
     if bare:
+        enabled = _analyzers_for(loads)
+        for spec in enabled.values():
+            logs.update(spec.logs)
+        cfg.analyzers = frozenset(enabled)
         cfg.logs = frozenset(logs)
         cfg.likely_server_ports = frozenset(ports)
     else:
+        cfg.analyzers = None
         cfg.logs = None
         cfg.likely_server_ports = _all_ports()
     cfg.analyzer_ports = cfg.likely_server_ports
     cfg.conn_extensions = tuple(exts)
+    overrides: dict[str, dict[str, object]] = {}
+    # Added by the DNS helper (minimal; the core helper owns this file): an option field with
+    # metadata={"zeek_load": "<script>"} is set True when that policy script is loaded, e.g.
+    # DNS's original_query column for protocols/dns/log-original-query-case.
+    switches = _load_switches()
+    for raw in loads:
+        for name, fname in switches.get(_norm(raw), ()):
+            overrides.setdefault(name, {})[fname] = True
     for line in redefs:
-        apply_redef(cfg, line)
+        apply_redef(cfg, line, overrides)
+    _build_options(cfg, overrides)
     return cfg
+
+
+def _load_switches() -> dict[str, list[tuple[str, str]]]:
+    """Normalised policy script name -> [(analyzer, option field)] it switches on (see above)."""
+    import dataclasses
+
+    from analysis.protocols import REGISTRY
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    for name, spec in REGISTRY.items():
+        if spec.options is None or not dataclasses.is_dataclass(spec.options):
+            continue
+        for f in dataclasses.fields(spec.options):
+            z = f.metadata.get("zeek_load")
+            if z:
+                out.setdefault(_norm(z), []).append((name, f.name))
+    return out
+
+
+def _analyzers_for(loads) -> dict:
+    """The registered analyzers whose Zeek scripts are among ``loads`` (bare mode)."""
+    from analysis.protocols import REGISTRY
+
+    loaded = {_norm(x) for x in loads}
+    out = {}
+    for name, spec in REGISTRY.items():
+        if any(_norm(z) in loaded for z in spec.zeek_scripts):
+            out[name] = spec
+    return out
+
+
+def _option_index() -> dict[str, tuple[str, object]]:
+    """Zeek option name -> (analyzer name, dataclass field) over every registered analyzer."""
+    import dataclasses
+
+    from analysis.protocols import REGISTRY
+
+    idx = {}
+    for name, spec in REGISTRY.items():
+        if spec.options is None or not dataclasses.is_dataclass(spec.options):
+            continue
+        for f in dataclasses.fields(spec.options):
+            z = f.metadata.get("zeek")
+            if z:
+                idx[z] = (name, f)
+    return idx
+
+
+def _field_default(f):
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()                       # type: ignore[misc]
+    return None
+
+
+def _set_items(value: str) -> list:
+    inner = value.strip()
+    if not (inner.startswith("{") and inner.endswith("}")):
+        raise ValueError(value)
+    out: list = []
+    for item in re.findall(r'"(?:[^"\\]|\\.)*"|[^,\s{}]+', inner[1:-1]):
+        if item.startswith('"'):
+            out.append(item[1:-1])
+        elif re.fullmatch(r"\d+", item):
+            out.append(int(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _convert(f, current, op: str, value: str):
+    """A redef's value in the Python type of the option's field (judged by its default)."""
+    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    kind = type(current)
+    if isinstance(current, (set, frozenset)) or "set" in ann.lower():
+        items = _set_items(value)
+        base = set(current or ()) if op != "=" else set()
+        result = base - set(items) if op == "-=" else base | set(items)
+        return frozenset(result) if isinstance(current, frozenset) or current is None else result
+    if op != "=":
+        raise ValueError(value)
+    if kind is bool or ann == "bool":
+        return _BOOL[value]
+    if kind is int or ann == "int":
+        return int(value)
+    if kind is float or ann == "float":
+        try:
+            return float(value)
+        except ValueError:
+            return _interval(value)
+    if value.startswith('"') and value.endswith('"'):
+        return value[1:-1]
+    if value.startswith("/") and value.endswith("/"):
+        return value[1:-1]
+    return value          # enums, e.g. SSL::ALL_HOSTS, stay text
+
+
+def _build_options(cfg: AnalysisConfig, overrides: dict[str, dict[str, object]]) -> None:
+    """Each analyzer's options object with the redefs applied (defaults are Zeek's)."""
+    from analysis.protocols import REGISTRY
+
+    for name, vals in overrides.items():
+        spec = REGISTRY.get(name)
+        if spec is not None and spec.options is not None:
+            try:
+                cfg.analyzer_options[name] = spec.options(**vals)
+            except (TypeError, ValueError) as e:
+                cfg.notes.append(f"{name} options: {e} (defaults kept)")
+
+
+def _redef_analyzer(cfg: AnalysisConfig, name: str, op: str, value: str,
+                    overrides: dict[str, dict[str, object]] | None) -> bool:
+    """Analyzer::disabled_analyzers and the analyzers' own options; False when not one of them."""
+    if name == "Analyzer::disabled_analyzers":
+        names = {re.sub(r"^(?:Analyzer::)?ANALYZER_", "", x).lower() for x in _set_items(value) if isinstance(x, str)}
+        if op == "+=":
+            cfg.disabled_analyzers = frozenset(cfg.disabled_analyzers | names)
+        elif op == "-=":
+            cfg.disabled_analyzers = frozenset(cfg.disabled_analyzers - names)
+        else:
+            cfg.disabled_analyzers = frozenset(names)
+        return True
+    hit = _option_index().get(name)
+    if hit is None:
+        return False
+    aname, f = hit
+    vals = overrides.setdefault(aname, {}) if overrides is not None else {}
+    current = vals.get(f.name, _field_default(f))
+    vals[f.name] = _convert(f, current, op, value)
+    if overrides is None:       # a lone apply_redef call: rebuild the options object now
+        _build_options(cfg, {aname: vals})
+    return True
 
 
 _REDEF = re.compile(r"^\s*(?:redef\s+)?([\w:]+)\s*(\+?=|-=)\s*(.*?)\s*;?\s*$", re.S)
@@ -146,8 +297,11 @@ def _interval(text: str) -> float:
     return float(m.group(1)) * _INTERVAL_UNITS[m.group(2)]
 
 
-def apply_redef(cfg: AnalysisConfig, line: str) -> None:
-    """Apply one ``redef`` line; unknown or unparsable ones become a note."""
+def apply_redef(cfg: AnalysisConfig, line: str, overrides: dict[str, dict[str, object]] | None = None) -> None:
+    """Apply one ``redef`` line; unknown or unparsable ones become a note.
+
+    Analyzer options collect into ``overrides`` (analyzer -> field -> value) when given, else the
+    analyzer's options object in ``cfg.analyzer_options`` is rebuilt at once."""
     m = _REDEF.match(line)
     if not m:
         cfg.notes.append(f"{line!r}: not a redef we can parse (ignored)")
@@ -168,8 +322,12 @@ def apply_redef(cfg: AnalysisConfig, line: str) -> None:
             cfg.ignore_checksums = _BOOL[value]
             if cfg.decoder is not None:
                 cfg.decoder.ignore_checksums = cfg.ignore_checksums
-        elif name == "dpd_reassemble_first_packets" and op == "=":
-            cfg.dpd_reassemble_first_packets = _BOOL[value]
+        elif name in ("dpd_reassemble_first_packets", "dpd_match_only_beginning") and op == "=":
+            setattr(cfg, name, _BOOL[value])
+        elif name == "dpd_buffer_size" and op == "=":
+            cfg.dpd_buffer_size = int(value)
+        elif _redef_analyzer(cfg, name, op, value, overrides):
+            pass
         elif name in _INTERVAL_OPTIONS and op == "=":
             setattr(cfg, name, _interval(value))
         elif name in _COUNT_OPTIONS and op == "=":

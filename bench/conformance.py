@@ -37,7 +37,10 @@ def load_comparator(path: str):
 def case_config(case: dict):
     from analysis.zeek_scripts import configure
 
-    cfg = configure(case.get("loads", ()), case.get("redefs", ()), bare=bool(case.get("bare")))
+    # loaded signature files enable their analyzers in bare mode (e.g. base/protocols/xmpp/dpd.sig
+    # enables xmpp); analyzers list them in AnalyzerSpec.zeek_scripts (added by the ssl/ssh helper)
+    loads = list(case.get("loads", ())) + list(case.get("load_sigs", ()))
+    cfg = configure(loads, case.get("redefs", ()), bare=bool(case.get("bare")))
     cfg.ignore_checksums = bool(case.get("ignore_checksums")) or cfg.ignore_checksums
     cfg.uid_seed = 1
     return cfg

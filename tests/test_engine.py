@@ -118,15 +118,33 @@ def test_analyzer_slot_receives_payload_in_order():
     from analysis.weird import WeirdReporter
 
     got = []
+    ends = []
+
+    class Slot:
+        """The slot's contract: called per payload packet, plus ack/eof/done hooks."""
+        def __call__(self, is_orig, seq, data, ts):
+            got.append((is_orig, seq, bytes(data)))
+
+        def ack(self, is_orig, up_to, ts):
+            pass
+
+        def eof(self, is_orig, ts):
+            pass
+
+        def done(self, ts):
+            ends.append(ts)
+
     sink = ListLogSink()
     table = ConnTable(AnalysisConfig(uid_seed=1), sink, None, WeirdReporter(sink),
-                      analyzer_factory=lambda c: (lambda is_orig, seq, data, ts: got.append((is_orig, seq, bytes(data)))))
+                      analyzer_factory=lambda c: Slot())
     eng_packets = generate(400, seed=4)
     from analysis.decode import Decoder, DecoderOptions
     dec = Decoder(DecoderOptions(), WeirdReporter(sink))
     dec.decode_batch((LINKTYPE_ETHERNET, [(ts, len(f), f) for ts, f in eng_packets]), table.process)
     assert got and all(isinstance(d, bytes) and d for _, _, d in got)
     assert {o for o, _, _ in got} == {True, False}
+    table.finish()
+    assert len(ends) == table.connections
 
 
 def test_tcp_fast_path_matches_the_general_path(packets, monkeypatch):

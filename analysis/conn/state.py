@@ -26,6 +26,7 @@ F_REASSEMBLE = 32    # TCP: a reassembler is attached (gap accounting)
 F_CLOSE_DEFERRED = 64
 F_T_ATTEMPT = 128    # timer_at is the TCP attempt timer
 F_T_DELETE = 256     # timer_at removes the connection (close / reset delay)
+F_INDEXED = 512      # in the table's raw-key index (analysis.fastpath)
 
 
 class Endpoint:
@@ -33,8 +34,8 @@ class Endpoint:
 
     __slots__ = (
         "state", "prev_state", "start_seq", "last_seq", "ack_seq", "seq_wraps", "ack_wraps",
-        "fin_cnt", "fin_seq", "did_close", "h_syn", "h_fin", "h_rst",
-        "reassem_seq", "trim_seq", "blocks", "skip", "did_eof", "scaled",
+        "fin_seq", "did_close", "h_syn", "h_fin", "h_rst",
+        "reassem_seq", "trim_seq", "blocks", "skip", "did_eof",
     )
 
     def __init__(self) -> None:
@@ -45,8 +46,7 @@ class Endpoint:
         self.ack_seq = 0
         self.seq_wraps = 0
         self.ack_wraps = 0
-        self.fin_cnt = 0
-        self.fin_seq = 0
+        self.fin_seq = None      # relative seq after the (last) FIN; None: no FIN seen
         self.did_close = False
         self.h_syn = 0
         self.h_fin = 0
@@ -56,21 +56,31 @@ class Endpoint:
         self.blocks = None       # list[[seq, upper]] of data above a hole, or None
         self.skip = False
         self.did_eof = False
-        self.scaled = None       # {code: [count, threshold]} for C/T/W/G, made on first use
+
+
+TRANSPORT = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
 
 
 class Connection:
-    """One tracked connection.  ``analyzer`` is the slot protocol analyzers attach to: when set,
-    the table calls ``analyzer(is_orig, seq, payload, ts)`` for every packet carrying payload."""
+    """One tracked connection.  ``analyzer`` is the slot protocol analyzers attach to (in practice
+    :class:`analysis.dpd.ConnAnalyzers`): when set, the table calls ``analyzer(is_orig, seq,
+    payload, ts)`` for every packet carrying payload (``seq`` relative, -1 for UDP), and
+    ``analyzer.ack(is_orig, up_to, ts)`` when the peer acknowledges above a hole,
+    ``analyzer.eof(is_orig, ts)`` when a side's FIN/RST is reached, ``analyzer.done(ts)`` on removal."""
 
     __slots__ = (
-        "key", "uid", "proto", "transport", "orig_h", "orig_p", "resp_h", "resp_p",
+        "key", "uid", "proto", "orig_h", "orig_p", "resp_h", "resp_p",
         "start", "last", "timeout", "timer_at",
         "history", "hist_seen", "flags",
         "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes",
         "orig_size", "resp_size", "o", "r", "missed",
-        "tun", "ext", "scaled", "analyzer",
+        "tun", "ext", "scaled", "analyzer", "service",
     )
+
+    @property
+    def transport(self) -> str:
+        """conn.log's ``proto`` (derived: one slot less per connection)."""
+        return TRANSPORT.get(self.proto, "unknown_transport")
 
     def __init__(self) -> None:
         self.history = ""
@@ -89,5 +99,6 @@ class Connection:
         self.uid = None          # made on first use (see ConnTable.uid_of): most never need one early
         self.tun = None          # [encap key, tunnel parent uids] for tunnelled connections
         self.ext = None          # (orig_mac, resp_mac, vlan, inner_vlan) when conn.log extensions want them
-        self.scaled = None
+        self.scaled = None       # {code: [count, threshold]} for C/T/W/G (both sides), made on first use
         self.analyzer = None
+        self.service = None      # list of conn.log service names in confirmation order, made on first use

@@ -10,17 +10,21 @@ checked lazily on the next packet of the same connection and by a periodic sweep
 from __future__ import annotations
 
 import heapq
+import struct
 import sys
+from socket import inet_aton as _aton
 
 from analysis.conn import tcp as _tcp
 from analysis.conn.record import ConnInfo, conn_record_type
 from analysis.conn.tcp import _fast
-from analysis.conn.state import F_ACTIVE, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP, F_WEIRD, H_DATA, Connection, Endpoint
+from analysis.conn.state import F_ACTIVE, F_INDEXED, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP, F_WEIRD, H_DATA, Connection, Endpoint
 from analysis.conn.uid import UidGenerator
+from analysis.dpd import TUNNEL_SERVICES, add_service
 from analysis.tunnel import TunnelRegistry
 
 _ESTABLISHED = 4
 _intern = sys.intern
+_PORTS = struct.Struct("!HH").pack
 
 # ICMP request/reply counterparts (Zeek's ICMP4_counterpart / ICMP6_counterpart); others are one-way.
 ICMP4_COUNTERPART = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
@@ -70,6 +74,10 @@ class ConnTable:
         self.bytes = 0
         self.connections = 0
         self.removed = 0
+        # the raw-frame index of analysis.fastpath: IPv4 addresses+ports exactly as they sit in a
+        # packet from the originator (fast_o) / the responder (fast_r) -> connection
+        self.fast_o: dict[bytes, Connection] | None = {} if config.fast_path_on() else None
+        self.fast_r: dict[bytes, Connection] | None = {} if self.fast_o is not None else None
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -135,12 +143,15 @@ class ConnTable:
                     ep = c.r
                     peer = c.o
                 if ep.state == _ESTABLISHED and peer.state == _ESTABLISHED:
-                    side = _fast(self, c, p, ep, peer, is_orig, ts)
+                    side = _fast(self, c, ep, peer, is_orig, ts, p.seq, p.ack, p.win, p.payload_len, p.payload)
             if not side:
                 side = _tcp.process(self, c, p, is_orig, ts)
                 if not side:
                     return
             is_orig = side == 1
+            if self.fast_o is not None and not c.flags & F_INDEXED and c.o.state == _ESTABLISHED \
+                    and c.r.state == _ESTABLISHED and p.ip_version == 4 and c.tun is None and not p.encap:
+                self._index(c)
         elif proto == 17:
             if p.bad_checksum:
                 self.conn_weird(c, "bad_UDP_checksum", ts, source="UDP")
@@ -160,6 +171,9 @@ class ConnTable:
                 c.resp_size = n if c.resp_size < 0 else c.resp_size + n
             if c.analyzer is not None and n:
                 c.analyzer(is_orig, -1, p.payload, ts)
+            if self.fast_o is not None and not c.flags & F_INDEXED and c.hist_seen & 0x100010 == 0x100010 \
+                    and p.ip_version == 4 and c.tun is None and not p.encap:
+                self._index(c)       # a flow, not a request/reply pair: worth indexing
         elif proto == 1 or proto == 58:
             if p.bad_checksum:
                 self.conn_weird(c, "bad_ICMP_checksum", ts, source="ICMP")
@@ -196,7 +210,6 @@ class ConnTable:
         c = Connection()
         c.key = key
         c.proto = proto
-        c.transport = TRANSPORT.get(proto, "unknown_transport")
         c.orig_h, c.orig_p, c.resp_h, c.resp_p = src, sp, dst, dp
         c.start = c.last = ts
         cfg = self.cfg
@@ -226,13 +239,34 @@ class ConnTable:
         if p.encap:
             self._check_encap(c, p, ts)
         if self.analyzer_factory is not None:
-            c.analyzer = self.analyzer_factory(c)
+            an = c.analyzer = self.analyzer_factory(c)
+            if an is not None and proto == 6:
+                c.flags |= F_REASSEMBLE      # an application analyzer needs the stream (and its gaps)
         if self._events is not None:
             self._events.event("new_connection", (self._info(c),))
         return c
 
+    def _index(self, c: Connection) -> None:
+        """Put an IPv4 connection in the raw-key index (both orientations)."""
+        a, b = _aton(c.orig_h), _aton(c.resp_h)
+        self.fast_o[a + b + _PORTS(c.orig_p, c.resp_p)] = c
+        self.fast_r[b + a + _PORTS(c.resp_p, c.orig_p)] = c
+        c.flags |= F_INDEXED
+
+    def _unindex(self, c: Connection) -> None:
+        a, b = _aton(c.orig_h), _aton(c.resp_h)
+        ko = a + b + _PORTS(c.orig_p, c.resp_p)
+        kr = b + a + _PORTS(c.resp_p, c.orig_p)
+        if self.fast_o.get(ko) is c:
+            del self.fast_o[ko]
+        if self.fast_r.get(kr) is c:
+            del self.fast_r[kr]
+        c.flags &= ~F_INDEXED
+
     def flip(self, c: Connection) -> None:
         """Zeek's Connection::FlipRoles: swap every orig/resp pair and note ``^`` in the history."""
+        if c.flags & F_INDEXED:
+            self._unindex(c)
         c.orig_h, c.resp_h = c.resp_h, c.orig_h
         c.orig_p, c.resp_p = c.resp_p, c.orig_p
         c.orig_pkts, c.resp_pkts = c.resp_pkts, c.orig_pkts
@@ -261,7 +295,11 @@ class ConnTable:
     def _remove(self, c: Connection, now: float) -> None:
         if self._conns.get(c.key) is c:
             del self._conns[c.key]
+        if c.flags & F_INDEXED:
+            self._unindex(c)
         self.removed += 1
+        if c.analyzer is not None:
+            c.analyzer.done(now)
         info = self._info(c, final=True)
         if self._conn_log:
             self._sink.write("conn", info)
@@ -343,6 +381,9 @@ class ConnTable:
             k = (s, d, sp, dp, 17) if (s < d or (s == d and sp <= dp)) else (d, s, dp, sp, 17)
             outer = self._conns.get(k)
             if outer is not None:
+                sv = TUNNEL_SERVICES.get(e.tunnel_type)
+                if sv is not None:
+                    add_service(outer, sv)
                 return self.uid_of(outer), (outer.orig_h, outer.orig_p, outer.resp_h, outer.resp_p)
         return self.tunnels.ip_tunnel(e.tunnel_type, e.src, e.dst)
 
@@ -394,7 +435,7 @@ class ConnTable:
                            resp_p=c.resp_p, proto=c.transport, duration=duration, orig_bytes=ob, resp_bytes=rb,
                            conn_state=state, local_orig=lo, local_resp=lr, missed_bytes=c.missed, history=hist,
                            orig_pkts=op, orig_ip_bytes=oib, resp_pkts=rp, resp_ip_bytes=rib, tunnel_parents=tp,
-                           ip_proto=c.proto)
+                           ip_proto=c.proto, service=",".join(c.service) if c.service else None)
         if c.ext is not None:
             om, rm, v, iv = c.ext
             if self._want_l2:

@@ -46,10 +46,13 @@ def check_history(c, mask: int, code: str, is_orig: bool) -> bool:
 
 
 def scaled_history(c, holder, code: str) -> None:
-    """Zeek's ScaledHistoryEntry: add ``code`` at the 1st, 10th, 100th, ... occurrence."""
-    sc = holder.scaled
+    """Zeek's ScaledHistoryEntry: add ``code`` at the 1st, 10th, 100th, ... occurrence.
+
+    The counters of both sides live in one dict on the connection (``holder`` is kept for the
+    callers' readability: the codes of the two sides differ in case, so they never collide)."""
+    sc = c.scaled
     if sc is None:
-        sc = holder.scaled = {}
+        sc = c.scaled = {}
     ent = sc.get(code)
     if ent is None:
         ent = sc[code] = [0, 1]
@@ -71,6 +74,10 @@ def set_state(table, c, ep, peer, new: int) -> None:
             c.timeout = table.cfg.tcp_inactivity_timeout
         ep.prev_state = ep.state
         ep.state = new
+        if new == ESTABLISHED and peer.state == ESTABLISHED and c.flags & F_T_ATTEMPT:
+            # the attempt timer can no longer fire (it needs an INACTIVE responder): drop it
+            c.flags &= ~F_T_ATTEMPT
+            c.timer_at = _INF
 
 
 def no_data_acked(ep) -> bool:
@@ -87,7 +94,7 @@ def endpoint_size(ep, peer) -> int:
     size = ((last64 if last64 > ack64 else ack64) - ep.start_seq) & M64
     if size:
         size -= 1
-        if ep.fin_cnt > 0 and size:
+        if ep.fin_seq is not None and size:
             size -= 1
     return size
 
@@ -235,7 +242,6 @@ def process(table, c, p, is_orig: bool, ts: float) -> int:
         if length > 0:
             table.conn_weird(c, "SYN_with_data", ts, source="TCP")
     if fin:
-        ep.fin_cnt += 1
         ep.fin_seq = rel_seq + seg_len
 
     rel_ack = 0
@@ -302,21 +308,19 @@ def process(table, c, p, is_orig: bool, ts: float) -> int:
     return 1 if ep is c.o else 2
 
 
-def _fast(table, c, p, ep, peer, is_orig: bool, ts: float) -> int:
+def _fast(table, c, ep, peer, is_orig: bool, ts: float, seq: int, ack: int, win: int, length: int, payload) -> int:
     """The common case, same result as the general path: an ACK (maybe with data) between two
     established endpoints, sequence numbers far from wrapping, payload fully captured.
-    Returns 0 to hand the packet to the general path."""
-    if ep.seq_wraps or ep.ack_wraps or peer.ack_wraps or not p.win or not c.flags & (F_SEEN_ORIG if is_orig else F_SEEN_RESP):
+    Takes header fields (not a Packet) so the raw-frame fast path shares it.
+    Returns 0, having changed nothing, to hand the packet to the general path."""
+    if ep.seq_wraps or ep.ack_wraps or peer.ack_wraps or not win or not c.flags & (F_SEEN_ORIG if is_orig else F_SEEN_RESP):
         return 0
     start = ep.start_seq
-    seq = p.seq
-    length = p.payload_len
     seq_end = seq + length
-    ack = p.ack
     pstart = peer.start_seq
     if seq < start or seq_end > M32 or seq - start >= 0x80000000 or ack < pstart or ack - pstart >= 0x80000000 \
             or not 0 <= ep.last_seq - start < 0x80000000 or not 0 <= peer.ack_seq - pstart < 0x80000000 \
-            or len(p.payload) < length:
+            or len(payload) < length:
         return 0
     # history
     if length:
@@ -339,7 +343,7 @@ def _fast(table, c, p, ep, peer, is_orig: bool, ts: float) -> int:
     rel = seq - start
     if c.flags & F_REASSEMBLE:
         s = ack - pstart
-        if peer.fin_cnt:
+        if peer.fin_seq is not None:
             ack_received(table, c, peer, ep, s, ts)
         elif s > peer.trim_seq:
             if s > peer.reassem_seq:
@@ -364,7 +368,7 @@ def _fast(table, c, p, ep, peer, is_orig: bool, ts: float) -> int:
             else:
                 data_sent(table, c, ep, peer, rel, length, ts)
     if length and c.analyzer is not None:
-        c.analyzer(is_orig, rel, p.payload, ts)
+        c.analyzer(is_orig, rel, payload, ts)
     return 1 if is_orig else 2
 
 
@@ -502,8 +506,10 @@ def connection_closed(table, c, ep, peer, gen_event) -> None:
 
 
 def check_eof(table, c, ep, peer, ts) -> None:
-    if not ep.did_eof and (ep.fin_cnt > 0 or ep.state == CLOSED or ep.state == RESET) and not data_pending(ep, peer):
+    if not ep.did_eof and (ep.fin_seq is not None or ep.state == CLOSED or ep.state == RESET) and not data_pending(ep, peer):
         ep.did_eof = True
+        if c.analyzer is not None:
+            c.analyzer.eof(ep is c.o, ts)
         if c.flags & F_CLOSE_DEFERRED:
             c.flags &= ~F_CLOSE_DEFERRED
             connection_closed(table, c, ep, peer, True)
@@ -598,7 +604,7 @@ def _insert_block(ep, seq: int, upper: int) -> None:
 
 def ack_received(table, c, ep, peer, seq: int, ts: float) -> None:
     """``peer`` acknowledged ``ep``'s data up to relative ``seq``."""
-    if ep.fin_cnt > 0 and seq >= ep.fin_seq:
+    if ep.fin_seq is not None and seq >= ep.fin_seq:
         seq = ep.fin_seq - 1
     if seq <= ep.trim_seq:
         return
@@ -629,6 +635,8 @@ def _gap(table, c, ep, peer, length: int) -> None:
 def _undelivered(table, c, ep, peer, up_to: int, ts: float) -> None:
     if up_to <= 2 and c.flags & F_PARTIAL:
         return
+    if c.analyzer is not None:
+        c.analyzer.ack(ep is c.o, up_to, ts)     # the payload reassembler gives up the same holes
     if ep.skip:
         return
     blocks = ep.blocks

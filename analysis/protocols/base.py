@@ -38,6 +38,9 @@ class ConnView(Protocol):
     resp_p: int
     proto: str            # "tcp" | "udp"
     start_time: float
+    # additions: conn.log's service so far (confirmation order) and the current network time
+    service: tuple[str, ...]
+    network_time: float
 
 
 class AnalyzerContext(Protocol):
@@ -48,7 +51,9 @@ class AnalyzerContext(Protocol):
 
     def write_log(self, path: str, record: LogRecord) -> None: ...
     def event(self, name: str, *args: Any) -> None: ...
-    def weird(self, name: str, addl: str = "") -> None: ...
+    def weird(self, name: str, addl: str = "", source: str | None = None) -> None:
+        """A connection weird; ``source`` defaults to the analyzer name upper-cased (Zeek's
+        weird.log ``source``, e.g. ``HTTP``); pass ``""`` for none."""
     def confirm(self) -> None:
         """The protocol is what we thought: adds the analyzer's service name to conn.service."""
     def violation(self, reason: str) -> None:
@@ -57,6 +62,18 @@ class AnalyzerContext(Protocol):
         """Zeek's analyzer-driven history letters, e.g. ``X`` when a limit was hit."""
     def uid_for(self, kind: str) -> str:
         """A fresh id (``kind`` "F" for files, "C" for connections) in Zeek's format."""
+    # -- additions (engine v2); every method above keeps its meaning -----------------------------
+    def hand_off(self, name: str, pending: bytes = b"", is_orig: bool = True) -> bool:
+        """Attach analyzer ``name`` to the rest of this stream, both directions (STARTTLS, HTTP
+        CONNECT / Upgrade: websocket -> ssl/ssh/...).  The calling analyzer receives no more
+        ``data``/``gap``/``eof`` (it keeps its ``done``, so its rows are still written).
+        ``pending``: bytes of the current chunk (side ``is_orig``) that already belong to the new
+        protocol; they are delivered to it first.  False when ``name`` is unknown or disabled."""
+    def expect_connection(self, orig_h: str | None, resp_h: str, resp_p: int, service: str,
+                          proto: str = "tcp", timeout: float = 300.0) -> None:
+        """Zeek's ``Analyzer::schedule_analyzer``: a future connection ``orig_h`` (None: any) ->
+        ``resp_h:resp_p`` gets ``service`` in conn.log (and that analyzer, when registered) for
+        ``timeout`` seconds of network time, e.g. FTP's data connections (``ftp-data``)."""
 
 
 class Analyzer:
