@@ -15,84 +15,21 @@ our own source and decoder.  Figures (medians of ``--reps``):
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 import sys
-import tempfile
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class _Conn:
-    def __init__(self, orig_h, orig_p, resp_h, resp_p):
-        self.uid, self.orig_h, self.orig_p, self.resp_h, self.resp_p = "Cbench", orig_h, orig_p, resp_h, resp_p
-        self.proto, self.start_time = "udp", 0.0
-
-
-class _NullCtx:
-    """An AnalyzerContext that keeps nothing (measures the analyzer, not a sink)."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.options = None
-        self.rows = 0
-
-    def write_log(self, path, record):
-        self.rows += 1
-
-    def event(self, name, *args):
-        pass
-
-    def weird(self, name, addl="", source=None):
-        pass
-
-    def confirm(self):
-        pass
-
-    def violation(self, reason):
-        pass
-
-    def add_history(self, letter):
-        pass
-
-    def uid_for(self, kind):
-        return "X"
+from _common import BenchConn, NullContext, decode_trace, median_time, report, temp_trace
 
 
 def dns_payloads(packets: int, seed: int) -> list[tuple]:
-    from analysis.decode import Decoder, DecoderOptions
-    from analysis.sources import open_source
-
-    path = os.path.join(tempfile.mkdtemp(), "mix.pcap")
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "analysis.trafficgen", "--out", path, "--packets", str(packets),
-                    "--seed", str(seed)], check=True, capture_output=True)
     out = []
-    src = open_source(path)
-    dec = Decoder(DecoderOptions(ignore_checksums=True))
 
     def keep(p):
         if p.proto == 17 and (p.dport == 53 or p.sport == 53) and p.payload:
             out.append((p.src, p.sport, p.dst, p.dport, bytes(p.payload), p.ts))
-    try:
-        for batch in src.batches():
-            dec.decode_batch(batch, keep)
-    finally:
-        src.close()
-        os.unlink(path)
+
+    with temp_trace(packets, seed) as path:
+        decode_trace(path, keep)
     return out
-
-
-def bench(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main(argv=None) -> int:
@@ -130,14 +67,14 @@ def main(argv=None) -> int:
             key = (sh, sp, dh, dp) if dp == 53 else (dh, dp, sh, sp)
             an = by_flow.get(key)
             if an is None:
-                an = by_flow[key] = DNSAnalyzer(_NullCtx(_Conn(*key)))
+                an = by_flow[key] = DNSAnalyzer(NullContext(BenchConn(*key, proto="udp")))
             an.data(dp == 53, d, ts)
         for an in by_flow.values():
             an.done(0.0)
 
-    t_ours = bench(ours, a.reps)
-    t_dpkt = bench(theirs, a.reps)
-    t_an = bench(analyzer, a.reps)
+    t_ours = median_time(ours, a.reps)[0]
+    t_dpkt = median_time(theirs, a.reps)[0]
+    t_an = median_time(analyzer, a.reps)[0]
     n = len(datas)
     res = {
         "messages": n,
@@ -147,11 +84,7 @@ def main(argv=None) -> int:
         "analyzer_msgs_per_s": round(n / t_an),
         "analyzer_us_per_msg": round(t_an / n * 1e6, 2),
     }
-    if a.json:
-        print(json.dumps(res))
-    else:
-        for k, v in res.items():
-            print(f"{k:24s} {v}")
+    report(res, a.json)
     return 0
 
 

@@ -19,34 +19,12 @@ Medians of ``--reps`` runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class _Null:
-    def __init__(self, conn):
-        self.conn = conn
-        self.options = None
-
-    def write_log(self, path, record): pass
-    def event(self, name, *args): pass
-    def weird(self, name, addl="", source=None): pass
-    def confirm(self): pass
-    def violation(self, reason): pass
-    def add_history(self, letter): pass
-    def uid_for(self, kind): return "Fx"
-    def hand_off(self, name, pending=b"", is_orig=True): return True
-    def expect_connection(self, *a, **k): pass
-
-
-class _Conn:
-    uid, orig_h, orig_p, resp_h, resp_p, proto, start_time = "C1", "10.0.0.1", 40000, "10.0.0.2", 21, "tcp", 0.0
+from _common import BenchConn, NullContext, generate_trace, median_time, report
 
 
 def ftp_session(n_cmds: int) -> list[tuple[bool, bytes]]:
@@ -70,15 +48,6 @@ def smtp_session() -> list[tuple[bool, bytes]]:
            [(True, msg[i:i + 1460]) for i in range(0, len(msg), 1460)] + [(False, b"250 queued\r\n")]
 
 
-def _time(fn, reps):
-    samples = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples), samples
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
@@ -94,12 +63,12 @@ def main(argv=None) -> int:
     lines = sum(d.count(b"\n") for _, d in sess)
 
     def run_ftp():
-        an = FTPAnalyzer(_Null(_Conn()))
+        an = FTPAnalyzer(NullContext(BenchConn(resp_p=21)))
         for is_orig, d in sess:
             an.data(is_orig, d, 1.0)
         an.done(2.0)
 
-    med, s = _time(run_ftp, a.reps)
+    med, s = median_time(run_ftp, a.reps)
     res["ftp_lines_per_s"] = lines / med
     res["ftp_samples_s"] = s
     sm = smtp_session()
@@ -107,12 +76,12 @@ def main(argv=None) -> int:
 
     def run_smtp():
         for _ in range(20):
-            an = SMTPAnalyzer(_Null(_Conn()))
+            an = SMTPAnalyzer(NullContext(BenchConn(resp_p=21)))
             for is_orig, d in sm:
                 an.data(is_orig, d, 1.0)
             an.done(2.0)
 
-    med, s = _time(run_smtp, a.reps)
+    med, s = median_time(run_smtp, a.reps)
     res["smtp_mb_per_s"] = 20 * size / med / 1e6
     res["smtp_samples_s"] = s
 
@@ -124,9 +93,7 @@ def main(argv=None) -> int:
     from analysis.sources import open_source
     trace = os.path.join(tempfile.gettempdir(), f"starling-mix-{a.packets}.pcap")
     if not os.path.exists(trace):
-        import subprocess
-        subprocess.run([sys.executable, "-m", "analysis.trafficgen", "--out", trace, "--packets", str(a.packets)],
-                       check=True, stdout=subprocess.DEVNULL)
+        generate_trace(trace, a.packets)
     src = open_source(trace)
     batches = list(src.batches())
     src.close()
@@ -194,12 +161,7 @@ def _dpd_cost(engine, names) -> dict:
 
 
 def _report(res: dict, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps(res))
-    else:
-        for k, v in res.items():
-            if "samples" not in k:
-                print(f"{k:24s} {v:,.2f}" if isinstance(v, float) else f"{k:24s} {v}")
+    report(res, as_json, float_format=",.2f")
     return 0
 
 

@@ -17,65 +17,15 @@ as payload packets per second and MB/s of HTTP payload:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import sys
-import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class _Conn:
-    def __init__(self, key):
-        self.uid = "Cbench"
-        self.orig_h, self.orig_p, self.resp_h, self.resp_p = key
-        self.proto, self.start_time = "tcp", 0.0
-
-
-class _NullCtx:
-    """An AnalyzerContext that keeps nothing (measures the analyzer, not a sink)."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.options = None
-        self.rows = 0
-
-    def write_log(self, path, record):
-        self.rows += 1
-
-    def event(self, name, *args):
-        pass
-
-    def weird(self, name, addl="", source=None):
-        pass
-
-    def confirm(self):
-        pass
-
-    def violation(self, reason):
-        pass
-
-    def add_history(self, letter):
-        pass
-
-    def uid_for(self, kind):
-        return "Fbench"
+from _common import BenchConn, NullContext, decode_trace, median_time, report, temp_trace
 
 
 def _streams(path):
     """[(key, [(is_orig, bytes, ts) | (is_orig, None, ts) for FIN])] of the HTTP connections."""
-    from analysis.decode import Decoder
-    from analysis.decode.options import DecoderOptions
-    from analysis.sources import open_source
-
-    dec = Decoder(DecoderOptions(ignore_checksums=True))
     pkts = []
-    src = open_source(path)
-    for b in src.batches():
-        dec.decode_batch(b, pkts.append)
-    src.close()
+    decode_trace(path, pkts.append)
     conns: dict = {}
     for p in pkts:
         if p.proto != 6 or (p.dport not in (80, 8080) and p.sport not in (80, 8080)):
@@ -98,7 +48,7 @@ def run_analyzer(streams):
 
     rows = 0
     for key, evs in streams:
-        ctx = _NullCtx(_Conn(key))
+        ctx = NullContext(BenchConn(*key))
         a = HTTPAnalyzer(ctx)
         ts = 0.0
         for is_orig, data, ts in evs:
@@ -149,30 +99,17 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "mix.pcap")
-        import subprocess
-        subprocess.run([sys.executable, "-m", "analysis.trafficgen", "--out", path, "--packets",
-                        str(args.packets)], check=True, capture_output=True)
+    with temp_trace(args.packets) as path:
         streams = _streams(path)
     npk = sum(1 for _, evs in streams for _o, d, _t in evs if d is not None)
     nbytes = sum(len(d) for _, evs in streams for _o, d, _t in evs if d is not None)
     out = {"connections": len(streams), "payload_packets": npk, "payload_bytes": nbytes}
     for name, fn in (("analyzer", run_analyzer), ("parser", run_parser), ("dpkt", run_dpkt)):
-        times = []
-        for _ in range(args.reps):
-            t0 = time.process_time()      # CPU time: the machine is shared
-            fn(streams)
-            times.append(time.process_time() - t0)
-        med = statistics.median(times)
+        med = median_time(lambda: fn(streams), args.reps, time.process_time)[0]   # CPU time: the machine is shared
         out[name] = {"seconds": round(med, 4), "packets_per_s": round(npk / med),
                      "MB_per_s": round(nbytes / med / 1e6, 1)}
     out["analyzer_vs_dpkt"] = round(out["dpkt"]["seconds"] / out["analyzer"]["seconds"], 2)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:18} {v}")
+    report(out, args.json, 18)
 
 
 if __name__ == "__main__":

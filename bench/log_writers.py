@@ -11,51 +11,24 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from analysis.conn.record import ConnInfo  # noqa: E402  (conn.log's own schema, not a copy)
 from analysis.logs.files import DirectoryLogSink  # noqa: E402
 from analysis.logs.jsonl import JsonWriter  # noqa: E402
-from analysis.logs.schema import (  # noqa: E402
-    Addr, Bool, Count, Enum, Interval, LogRecord, Port, String, Time, columns, field, set_of,
-)
+from analysis.logs.schema import LogRecord, columns  # noqa: E402
 from analysis.logs.tsv import TsvWriter  # noqa: E402
 from analysis.logs.values import tsv_double, tsv_set_string, tsv_string, tsv_time  # noqa: E402
+from _common import median_time  # noqa: E402
 
 
-class BenchConn(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
-    proto: Enum
-    service: String | None = None
-    duration: Interval | None = None
-    orig_bytes: Count | None = None
-    resp_bytes: Count | None = None
-    conn_state: String | None = None
-    local_orig: Bool | None = None
-    local_resp: Bool | None = None
-    missed_bytes: Count = 0
-    history: String | None = None
-    orig_pkts: Count | None = None
-    orig_ip_bytes: Count | None = None
-    resp_pkts: Count | None = None
-    resp_ip_bytes: Count | None = None
-    tunnel_parents: set_of("string") | None = None
-    ip_proto: Count | None = None
-
-
-def make_records(n: int) -> list[BenchConn]:
+def make_records(n: int) -> list[ConnInfo]:
     out = []
     for i in range(n):
-        out.append(BenchConn(
+        out.append(ConnInfo(
             ts=1300475167.096535 + i * 0.000731, uid=f"C{i:017d}", orig_h=f"10.0.{i % 256}.{i % 200}",
             orig_p=1024 + i % 60000, resp_h="192.168.1.1", resp_p=(53, 80, 443)[i % 3],
             proto=("udp", "tcp", "tcp")[i % 3], service=(None, "http", "ssl")[i % 3],
@@ -95,7 +68,7 @@ def run_naive(records, batch):
 
 
 def run_writer(cls, records, batch):
-    w = cls(io.BytesIO(), "conn", BenchConn, open_time=0.0)
+    w = cls(io.BytesIO(), "conn", ConnInfo, open_time=0.0)
     for i in range(0, len(records), batch):
         w.write_many(records[i:i + batch])
     w.close(0.0)
@@ -111,12 +84,7 @@ def run_sink_per_record(records, batch, fmt="tsv"):
 
 
 def median_rate(fn, records, batch, repeat) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(records, batch)
-        times.append(time.perf_counter() - t)
-    return len(records) / statistics.median(times)
+    return len(records) / median_time(lambda: fn(records, batch), repeat)[0]
 
 
 def main() -> None:

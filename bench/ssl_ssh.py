@@ -11,16 +11,12 @@ timed by wrapping the factories).
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import contextlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import report, temp_trace
 
 
 def _run(trace: str, analyzers: frozenset[str]) -> tuple[int, float, dict]:
@@ -61,21 +57,10 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-    trace = a.trace
-    tmp = None
-    if trace is None:
-        tmp = tempfile.NamedTemporaryFile(suffix=".pcap", delete=False)
-        tmp.close()
-        trace = tmp.name
-        subprocess.run([sys.executable, "-m", "analysis.trafficgen", "--out", trace, "--packets", str(a.packets)],
-                       check=True, stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
-    try:
+    with contextlib.nullcontext(a.trace) if a.trace else temp_trace(a.packets) as trace:
         base = [_run(trace, frozenset()) for _ in range(a.reps)]
         acc = _timed_factories()
         full = [_run(trace, frozenset({"ssl", "ssh"})) for _ in range(a.reps)]
-    finally:
-        if tmp is not None:
-            os.unlink(tmp.name)
     pk = base[0][0]
     b = statistics.median(r[1] for r in base)
     f = statistics.median(r[1] for r in full)
@@ -89,11 +74,7 @@ def main() -> None:
         "ssl_deliveries": acc["ssl"][1] // a.reps,
         "ssh_deliveries": acc["ssh"][1] // a.reps,
     }
-    if a.json:
-        print(json.dumps(res))
-    else:
-        for k, v in res.items():
-            print(f"{k:>22}: {v}")
+    report(res, a.json, 22)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import msgspec
 from msgspec import field  # re-exported: records use ``field(name="id.orig_h")``
 
 __all__ = [
-    "Addr", "Bool", "Column", "Count", "Double", "Enum", "Int", "Interval", "LogRecord", "Port",
+    "Addr", "Bool", "Column", "ConnIdRecord", "Count", "Double", "Enum", "Int", "Interval", "LogRecord", "Port",
     "STREAMS", "String", "Subnet", "Time", "columns", "field", "log_stream", "set_of", "vector_of",
 ]
 
@@ -71,6 +71,19 @@ def vector_of(elem: str) -> typing.Any:
 
 class LogRecord(msgspec.Struct, kw_only=True, array_like=True):
     """Base of every log record.  ``array_like`` keeps the wire form a compact msgpack array."""
+
+
+class ConnIdRecord(LogRecord, kw_only=True):
+    """The ``ts uid id.orig_h id.orig_p id.resp_h id.resp_p`` columns that open every log about
+    one connection (Zeek's ``conn_id``).  A subclass's own fields follow them (msgspec puts base
+    fields first); declare it ``kw_only=True`` too, msgspec does not inherit that."""
+
+    ts: Time
+    uid: String
+    orig_h: Addr = field(name="id.orig_h")
+    orig_p: Port = field(name="id.orig_p")
+    resp_h: Addr = field(name="id.resp_h")
+    resp_p: Port = field(name="id.resp_p")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from analysis.logs.schema import (
     Addr, Interval, LogRecord, String, Time, log_stream, set_of, vector_of,
 )
+from analysis.protocols._datagram import Malformed, accept
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 MAGIC_COOKIE = b"\x63\x82\x53\x63"
@@ -85,11 +86,6 @@ class DHCPMessage:
     client_fqdn: str | None = None
     param_list: tuple[int, ...] | None = None
     serv_addr: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
 
 
 def _fqdn_name(data: bytes, wire: bool) -> str:
@@ -338,12 +334,8 @@ class DHCPAnalyzer(Analyzer):
     def data(self, is_orig: bool, payload: bytes, ts: float) -> None:
         msg = parse_message(payload)
         ctx = self.ctx
-        if isinstance(msg, Malformed):
-            ctx.violation(msg.reason)
+        if not accept(self, msg):
             return
-        if not self.confirmed:
-            self.confirmed = True
-            ctx.confirm()
         ctx.event("dhcp_message", ctx.conn, is_orig, msg)
         self.agg.add(ts, ctx.conn, ctx.conn.uid, is_orig, msg, self._write)
 

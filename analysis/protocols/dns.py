@@ -30,10 +30,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from analysis.logs.schema import (
-    Addr, Bool, Count, Enum, Interval, LogRecord, Port, String, Time, field as log_field, log_stream,
-    vector_of,
-)
+from analysis.logs.schema import Bool, ConnIdRecord, Count, Enum, Interval, String, log_stream, vector_of
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 # -- constants (Zeek's base/protocols/dns/consts.zeek) ---------------------------------------------
@@ -569,13 +566,7 @@ class TCPFramer:
 
 
 @log_stream("dns")
-class DNSInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = log_field(name="id.orig_h")
-    orig_p: Port = log_field(name="id.orig_p")
-    resp_h: Addr = log_field(name="id.resp_h")
-    resp_p: Port = log_field(name="id.resp_p")
+class DNSInfo(ConnIdRecord, kw_only=True):
     proto: Enum
     trans_id: Count | None = None
     rtt: Interval | None = None

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from analysis.logs.schema import (Addr, Bool, Count, LogRecord, Port, String, Time, field as lfield,
-                                  log_stream)
+from analysis.logs.schema import Addr, Bool, ConnIdRecord, Count, Port, String, field as lfield, log_stream
 from analysis.protocols._expect_table import ExpectTable
+from analysis.protocols._starttls import start_tls
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 # --------------------------------------------------------------------------------------------
@@ -33,13 +33,7 @@ from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 
 @log_stream("ftp")
-class FTPInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = lfield(name="id.orig_h")
-    orig_p: Port = lfield(name="id.orig_p")
-    resp_h: Addr = lfield(name="id.resp_h")
-    resp_p: Port = lfield(name="id.resp_p")
+class FTPInfo(ConnIdRecord, kw_only=True):
     user: String | None = "<unknown>"
     password: String | None = None
     command: String | None = None
@@ -634,9 +628,7 @@ class FTPAnalyzer(Analyzer):
         self.ctx.event("ftp_reply", self.ctx.conn, code, msg, cont)
         if not cont:
             if code == 234 and self.auth_requested == "TLS":
-                self.ctx.event("ftp_starttls", self.ctx.conn)
-                hand_off = getattr(self.ctx, "hand_off", None)
-                if hand_off is not None and hand_off("ssl"):
+                if start_tls(self.ctx, "ftp_starttls"):
                     self.tls = True
             elif code == 334 and self.auth_requested == "GSSAPI":
                 self.adat = True

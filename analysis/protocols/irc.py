@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from analysis.protocols._expect_table import ExpectTable
+from analysis.protocols._lines import LineBuffers
+from analysis.protocols._starttls import start_tls
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 
@@ -54,34 +56,21 @@ _DCC = re.compile(rb'\x01DCC (\S+) ("[^"]*"|\S+) (\d{1,40}) (\d{1,20})(?: (\d{1,
 
 
 class IRCParser:
-    __slots__ = ("_buf", "tls", "starttls_requested", "max_line_length", "valid_reply")
+    __slots__ = ("lines", "tls", "starttls_requested", "valid_reply")
 
     def __init__(self, max_line_length: int = 65536) -> None:
-        self._buf = [b"", b""]
+        self.lines = LineBuffers(max_line_length)
         self.tls = False
         self.starttls_requested = False
-        self.max_line_length = max_line_length
         self.valid_reply = False
 
     def feed(self, is_orig: bool, data: bytes, ts: float) -> list:
         out: list = []
         if self.tls:
             return out
-        i = 1 if is_orig else 0
-        buf = self._buf[i] + bytes(data) if self._buf[i] else bytes(data)
-        start = 0
-        while not self.tls:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = buf[start:nl].rstrip(b"\r")
-            start = nl + 1
-            self._line(is_orig, line, ts, out)
-        rest = b"" if self.tls else buf[start:]
-        if len(rest) > self.max_line_length:
-            out.append(IRCWeird("contentline_size_exceeded", str(len(rest))))
-            rest = b""
-        self._buf[i] = rest
+        dropped = self.lines.feed(is_orig, data, lambda line: self._line(is_orig, line, ts, out), lambda: self.tls)
+        if dropped:
+            out.append(IRCWeird("contentline_size_exceeded", str(dropped)))
         return out
 
     def _line(self, is_orig: bool, line: bytes, ts: float, out: list) -> None:
@@ -148,10 +137,7 @@ class IRCAnalyzer(Analyzer):
             elif t is IRCDCC:
                 self._dcc(ev)
             elif t is IRCStartTLS:
-                self.ctx.event("irc_starttls", self.ctx.conn)
-                hand_off = getattr(self.ctx, "hand_off", None)
-                if hand_off is not None:
-                    hand_off("ssl")
+                start_tls(self.ctx, "irc_starttls")
                 self.stopped = True
                 return
             elif t is IRCWeird:

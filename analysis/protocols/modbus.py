@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from analysis.logs.schema import Addr, Count, LogRecord, Port, String, Time, field, log_stream
+from analysis.logs.schema import ConnIdRecord, Count, String, log_stream
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 MBAP = 8   # header bytes up to and including the function code
@@ -137,13 +137,7 @@ class ModbusParser:
 
 
 @log_stream("modbus")
-class ModbusInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class ModbusInfo(ConnIdRecord, kw_only=True):
     tid: Count | None = None
     unit: Count | None = None
     func: String | None = None

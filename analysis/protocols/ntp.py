@@ -10,9 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from analysis.logs.schema import (
-    Addr, Count, Interval, LogRecord, Port, String, Time, field, log_stream,
-)
+from analysis.logs.schema import ConnIdRecord, Count, Interval, String, Time, log_stream
+from analysis.protocols._datagram import Malformed, accept
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 _STD = struct.Struct("!BBbbhhhh4sQQQQ")   # flags, stratum, poll, precision, delay, disp, refid, 4 stamps
@@ -42,11 +41,6 @@ class NTPMessage:
     version: int
     mode: int
     std_msg: StandardMessage | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    reason: str
 
 
 def _ntp_time(v: int) -> float:
@@ -103,13 +97,7 @@ def parse_message(data: bytes) -> NTPMessage | Malformed:
 
 
 @log_stream("ntp")
-class NTPInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class NTPInfo(ConnIdRecord, kw_only=True):
     version: Count
     mode: Count
     stratum: Count | None = None
@@ -134,12 +122,8 @@ class NTPAnalyzer(Analyzer):
     def data(self, is_orig: bool, payload: bytes, ts: float) -> None:
         msg = parse_message(payload)
         ctx = self.ctx
-        if isinstance(msg, Malformed):
-            ctx.violation(msg.reason)
+        if not accept(self, msg):
             return
-        if not self.confirmed:
-            self.confirmed = True
-            ctx.confirm()
         if not self.flipped and ((msg.mode == 4 and is_orig) or (msg.mode == 3 and not is_orig)):
             # Zeek flips once: a server-mode message from the originator, or client mode from the responder
             self.flipped = True

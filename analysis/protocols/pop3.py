@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from analysis.protocols._lines import LineBuffers
+from analysis.protocols._starttls import start_tls
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 
@@ -51,14 +53,13 @@ def _dec(b: bytes) -> str:
 
 
 class POP3Parser:
-    __slots__ = ("_buf", "pending", "in_multiline", "tls", "max_line_length", "max_pending", "seen_reply")
+    __slots__ = ("lines", "pending", "in_multiline", "tls", "max_pending", "seen_reply")
 
     def __init__(self, max_line_length: int = 65536, max_pending: int = 256) -> None:
-        self._buf = [b"", b""]
+        self.lines = LineBuffers(max_line_length)
         self.pending: list[tuple[str, str]] = []
         self.in_multiline = False
         self.tls = False
-        self.max_line_length = max_line_length
         self.max_pending = max_pending
         self.seen_reply = False
 
@@ -66,21 +67,10 @@ class POP3Parser:
         out: list = []
         if self.tls:
             return out
-        i = 1 if is_orig else 0
-        buf = self._buf[i] + bytes(data) if self._buf[i] else bytes(data)
-        start = 0
-        while not self.tls:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = buf[start:nl].rstrip(b"\r")
-            start = nl + 1
-            (self._request if is_orig else self._reply)(line, ts, out)
-        rest = b"" if self.tls else buf[start:]
-        if len(rest) > self.max_line_length:
-            out.append(POP3Weird("contentline_size_exceeded", str(len(rest))))
-            rest = b""
-        self._buf[i] = rest
+        handle = self._request if is_orig else self._reply
+        dropped = self.lines.feed(is_orig, data, lambda line: handle(line, ts, out), lambda: self.tls)
+        if dropped:
+            out.append(POP3Weird("contentline_size_exceeded", str(dropped)))
         return out
 
     def _request(self, line: bytes, ts: float, out: list) -> None:
@@ -142,10 +132,7 @@ class POP3Analyzer(Analyzer):
                     self.ctx.confirm()
                 self.ctx.event("pop3_reply", self.ctx.conn, False, "OK" if ev.ok else "ERR", ev.msg)
             elif t is POP3StartTLS:
-                self.ctx.event("pop3_starttls", self.ctx.conn)
-                hand_off = getattr(self.ctx, "hand_off", None)
-                if hand_off is not None:
-                    hand_off("ssl")
+                start_tls(self.ctx, "pop3_starttls")
                 self.stopped = True
                 return
             elif t is POP3Weird:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from analysis.logs.schema import Addr, Bool, Count, LogRecord, Port, String, Time, field, log_stream, vector_of
+from analysis.logs.schema import Bool, ConnIdRecord, Count, String, log_stream, vector_of
+from analysis.protocols._starttls import hand_to_ssl
 from analysis.protocols.base import Analyzer, AnalyzerContext, AnalyzerSpec, register
 
 __all__ = ["RDPInfo", "RDPAnalyzer", "SPEC"]
@@ -23,13 +24,7 @@ SECURITY_PROTOCOLS = {0: "RDP", 1: "SSL", 2: "HYBRID", 4: "RDSTLS", 8: "HYBRID_E
 
 
 @log_stream("rdp")
-class RDPInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class RDPInfo(ConnIdRecord, kw_only=True):
     cookie: String | None = None
     result: String | None = None
     security_protocol: String | None = None
@@ -106,9 +101,7 @@ class RDPAnalyzer(Analyzer):
                     self.ctx.event("rdp_begin_encryption", proto)
                     self._done = True
                     self._buf = [b"", b""]
-                    hand_off = getattr(self.ctx, "hand_off", None)
-                    if hand_off is not None:
-                        hand_off("ssl", buf[pos:], False)
+                    hand_to_ssl(self.ctx, buf[pos:], False)
                     return
         self._buf[d] = buf[pos:]
 

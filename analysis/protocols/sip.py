@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field as dc_field
 
-from analysis.logs.schema import Addr, Count, LogRecord, Port, String, Time, field, log_stream, vector_of
+from analysis.logs.schema import ConnIdRecord, Count, String, field, log_stream, vector_of
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 #: Resource caps: header lines per message and pending transactions per flow.
@@ -110,13 +110,7 @@ def parse_datagram(data: bytes, is_orig: bool, content_length: int) -> tuple[Mes
 
 
 @log_stream("sip")
-class SIPInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class SIPInfo(ConnIdRecord, kw_only=True):
     trans_depth: Count = 0
     method: String | None = None
     uri: String | None = None

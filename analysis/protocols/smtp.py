@@ -19,20 +19,16 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from analysis.logs.schema import (Addr, Bool, Count, LogRecord, Port, String, Time, field as lfield,
-                                  log_stream, set_of, vector_of)
+from analysis.logs.schema import (
+    Addr, Bool, ConnIdRecord, Count, String, field as lfield, log_stream, set_of, vector_of,
+)
 from analysis.protocols import mime
+from analysis.protocols._starttls import hand_to_ssl
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
 
 @log_stream("smtp")
-class SMTPInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = lfield(name="id.orig_h")
-    orig_p: Port = lfield(name="id.orig_p")
-    resp_h: Addr = lfield(name="id.resp_h")
-    resp_p: Port = lfield(name="id.resp_p")
+class SMTPInfo(ConnIdRecord, kw_only=True):
     trans_depth: Count
     helo: String | None = None
     mailfrom: String | None = None
@@ -543,9 +539,7 @@ class SMTPAnalyzer(Analyzer):
                 if self.info is not None:
                     self.info.tls = True
                     self.info.has_client_activity = True
-                hand_off = getattr(self.ctx, "hand_off", None)
-                if hand_off is not None:
-                    hand_off("ssl")
+                hand_to_ssl(self.ctx)
                 self.stopped = True
                 return
             elif t is SMTPWeird:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analysis.logs.schema import Addr, Count, Interval, LogRecord, Port, String, Time, field, log_stream
+from analysis.logs.schema import ConnIdRecord, Count, Interval, String, Time, log_stream
 from analysis.protocols.asn1 import ASN1Error, TLV, children, oid_to_str, read_tlv, to_int, to_uint
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
 
@@ -140,13 +140,7 @@ _COUNTED = {"snmp_get_request": "get_requests", "snmp_get_next_request": "get_re
 
 
 @log_stream("snmp")
-class SNMPInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class SNMPInfo(ConnIdRecord, kw_only=True):
     duration: Interval = 0.0
     version: String
     community: String | None = None

@@ -18,20 +18,14 @@ import re
 from dataclasses import dataclass, field as dc_field
 from typing import NamedTuple
 
-from analysis.logs.schema import Addr, Bool, Count, Enum, LogRecord, Port, String, Time, field, log_stream
+from analysis.logs.schema import Bool, ConnIdRecord, Count, Enum, String, field, log_stream
 from analysis.protocols.base import Analyzer, AnalyzerContext, AnalyzerSpec, register
 
 __all__ = ["SSHInfo", "SSHOptions", "SSHParser", "SSHAnalyzer", "SPEC"]
 
 
 @log_stream("ssh")
-class SSHInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class SSHInfo(ConnIdRecord, kw_only=True):
     version: Count | None = None
     auth_success: Bool | None = None
     auth_attempts: Count = 0

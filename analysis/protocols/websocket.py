@@ -11,20 +11,14 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from analysis.logs.schema import Addr, LogRecord, Port, String, Time, field, log_stream, vector_of
+from analysis.logs.schema import ConnIdRecord, String, log_stream, vector_of
 from analysis.protocols.base import Analyzer, AnalyzerContext, AnalyzerSpec, register
 
 MAX_HEADER = 14
 
 
 @log_stream("websocket")
-class WebSocketInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class WebSocketInfo(ConnIdRecord, kw_only=True):
     host: String | None = None
     uri: String | None = None
     user_agent: String | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from analysis.protocols._starttls import hand_to_ssl
 from analysis.protocols.base import Analyzer, AnalyzerContext, AnalyzerSpec, register
 
 __all__ = ["XMPPAnalyzer", "SPEC"]
@@ -54,9 +55,7 @@ class XMPPAnalyzer(Analyzer):
                         rest = buf[end + 1:]
                         self._tail = [b"", b""]
                         self._handed_off = True
-                        hand_off = getattr(self.ctx, "hand_off", None)
-                        if hand_off is not None:
-                            hand_off("ssl", rest, False)
+                        hand_to_ssl(self.ctx, rest, False)
                         return
         self._tail[d] = buf[-_TAIL:]
 

@@ -12,7 +12,9 @@ from analysis.protocols.base import REGISTRY
 from analysis.protocols.dce_rpc import (
     BIND, REQUEST, RESPONSE, DCERPCAnalyzer, DCERPCOptions, DCERPCParser, Error, Request, Weird,
     uuid_to_string)
-from minor_support import ZEEK, case, compare, fuzz, make_ctx, run_trace
+from harness import ZEEK, case, compare, recording
+
+make_ctx, run_trace, fuzz = recording(pack_args=True, with_source=True)   # events (name, args), weirds with source
 
 CASE = "scripts.base.protocols.dce-rpc.dce_rpc_netlogon"
 NETLOGON = bytes.fromhex("78563412341234cdabef000123456789cffb".replace("cdab", "abcd")[:32])
@@ -127,7 +129,7 @@ def test_bind_event_and_dpd():
 
 def test_corpus_weird_log(tmp_path):
     c = case(CASE)
-    run_trace(ZEEK / c["trace"], DCERPCAnalyzer, logdir=tmp_path)
+    run_trace(DCERPCAnalyzer, ZEEK / c["trace"], logdir=tmp_path)
     report = compare(ZEEK / c["baselines"]["weird.log"], tmp_path / "weird.log")
     assert report["passed"], report
 

@@ -9,7 +9,7 @@ import pytest
 from analysis.protocols import dhcp
 from analysis.protocols.dhcp import DHCPAggregator, DHCPAnalyzer, DHCPOptions, Malformed, parse_message
 
-from udp_flows_harness import Conn, Ctx, case, compare_logs, corpus_dir, run_trace, trace_path, write_logs
+from harness import Conn, Recorder, case, comparator, corpus_dir, run_trace, trace_path, write_logs
 
 MAC = bytes.fromhex("90b11c994929")
 
@@ -49,7 +49,7 @@ def test_malformed():
 
 def test_exchange_joins_across_connections_and_logs_on_expiry():
     opts = DHCPOptions()
-    c1, c2 = Ctx(client_conn("C1"), opts), Ctx(Conn("C2", "10.0.0.9", 68, "10.0.0.1", 67, "udp", 0.0), opts)
+    c1, c2 = Recorder(client_conn("C1"), opts), Recorder(Conn("C2", "10.0.0.9", 68, "10.0.0.1", 67, "udp", 0.0), opts)
     a1, a2 = DHCPAnalyzer(c1), DHCPAnalyzer(c2)
     assert a1.agg is a2.agg                 # one join table per options object (per engine)
     a1.data(True, build(m_type=1, options=opt(12, b"laptop")), 10.0)
@@ -59,7 +59,7 @@ def test_exchange_joins_across_connections_and_logs_on_expiry():
     assert not c1.logs and not c2.logs
     # a message of another exchange 20 s later expires the first one (created > 10 s, quiet > 5 s)
     a1.data(True, build(m_type=8, xid=99), 30.0)
-    rows = c1.records("dhcp")
+    rows = c1.rows("dhcp")
     assert len(rows) == 1
     r = rows[0]
     assert r.msg_types == ["DISCOVER", "OFFER"] and sorted(r.uids) == ["C1", "C2"]
@@ -67,24 +67,24 @@ def test_exchange_joins_across_connections_and_logs_on_expiry():
     assert (r.lease_time, r.domain, r.mac, r.duration) == (3600.0, "example.org", "90:b1:1c:99:49:29", 0.5)
     # the last connection ending writes what is left (Zeek's zeek_done)
     a1.done(31.0)
-    assert len(c1.records("dhcp")) == 1
+    assert len(c1.rows("dhcp")) == 1
     a2.done(31.0)
-    assert [r.msg_types for r in c2.records("dhcp")] == [["INFORM"]]
+    assert [r.msg_types for r in c2.rows("dhcp")] == [["INFORM"]]
 
 
 def test_max_msg_types_splits_entries():
     opts = DHCPOptions(max_msg_types_per_log_entry=3)
-    ctx = Ctx(client_conn(), opts)
+    ctx = Recorder(client_conn(), opts)
     a = DHCPAnalyzer(ctx)
     for i in range(7):
         a.data(True, build(m_type=8), 1.0 + i * 0.01)
-    assert [len(r.msg_types) for r in ctx.records("dhcp")] == [3, 3]
+    assert [len(r.msg_types) for r in ctx.rows("dhcp")] == [3, 3]
     a.done(2.0)
-    assert [len(r.msg_types) for r in ctx.records("dhcp")] == [3, 3, 1]
+    assert [len(r.msg_types) for r in ctx.rows("dhcp")] == [3, 3, 1]
 
 
 def test_violation_on_garbage():
-    ctx = Ctx(client_conn(), DHCPOptions())
+    ctx = Recorder(client_conn(), DHCPOptions())
     a = DHCPAnalyzer(ctx)
     a.data(True, b"garbage", 1.0)
     assert ctx.violations and not ctx.confirmed
@@ -109,15 +109,14 @@ DHCP_CASES = ["scripts.base.protocols.dhcp.dhcp-all-msg-types", "scripts.base.pr
 @pytest.mark.parametrize("name", DHCP_CASES)
 def test_corpus_dhcp_log(name, tmp_path):
     c = case(name)
-    if c is None:
-        pytest.skip(f"conformance corpus not found under {corpus_dir()}")
     opts = DHCPOptions()
     for line in c["redefs"]:
         key, value = line.removeprefix("redef DHCP::").rstrip(";").split("=")
         setattr(opts, key.strip(), int(value))
-    ctxs = run_trace(DHCPAnalyzer, trace_path(c["trace"]), opts, {67}, ignore_checksums=c["ignore_checksums"],
+    ctxs = run_trace(DHCPAnalyzer, trace_path(c["trace"]), opts, server_ports={67}, interleave=True,
+                     ignore_checksums=c["ignore_checksums"],
                      ports=dhcp.SPEC.ports)
     write_logs(ctxs, tmp_path)
-    res = compare_logs().compare_logs(corpus_dir() / "zeek" / c["baselines"]["dhcp.log"], tmp_path / "dhcp.log",
+    res = comparator().compare_logs(corpus_dir() / "zeek" / c["baselines"]["dhcp.log"], tmp_path / "dhcp.log",
                                       strict=True)
     assert res.passed, res.to_dict()

@@ -9,15 +9,15 @@ from hypothesis import given, settings, strategies as st
 from analysis.protocols import dhcp
 from analysis.protocols.dhcp import DHCPAnalyzer, DHCPOptions, parse_message
 
-from udp_flows_harness import Conn, Ctx, corpus_dir, flows, trace_path
+from harness import Conn, Recorder, corpus_dir, streams, trace_path
 
 
 def seeds() -> list[bytes]:
     out = []
     if (corpus_dir() / "zeek").exists():
         for t in ("traces/dhcp/dhcp.pcap", "traces/dhcp/dhcp_discover_param_req_and_client_id.pcap"):
-            for c in flows(trace_path(t), {67}):
-                out.extend(d for _, d, _ in c.pkts)
+            for c in streams(trace_path(t), udp=True, server_ports={67}):
+                out.extend(d for _, d, _ in c.chunks)
     if not out:
         out = [bytes(236) + dhcp.MAGIC_COOKIE + b"\x35\x01\x01\xff"]
     return out
@@ -27,7 +27,7 @@ def test_mutated_corpus():
     rng = random.Random(67)
     base = seeds()
     opts = DHCPOptions()
-    ctx = Ctx(Conn("Cfuzz", "0.0.0.0", 68, "255.255.255.255", 67, "udp", 0.0), opts)
+    ctx = Recorder(Conn("Cfuzz", "0.0.0.0", 68, "255.255.255.255", 67, "udp", 0.0), opts)
     a = DHCPAnalyzer(ctx)
     for i in range(3000):
         b = bytearray(rng.choice(base))
@@ -50,7 +50,7 @@ def test_mutated_corpus():
 def test_random_bytes_never_raise(data):
     parse_message(data)
     parse_message(bytes(236) + dhcp.MAGIC_COOKIE + data)
-    ctx = Ctx(Conn("Cfuzz", "10.0.0.1", 68, "10.0.0.2", 67, "udp", 0.0), DHCPOptions())
+    ctx = Recorder(Conn("Cfuzz", "10.0.0.1", 68, "10.0.0.2", 67, "udp", 0.0), DHCPOptions())
     a = DHCPAnalyzer(ctx)
     a.data(True, bytes(236) + dhcp.MAGIC_COOKIE + data, 1.0)
     a.done(1.0)

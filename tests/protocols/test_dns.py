@@ -9,7 +9,7 @@ import pytest
 from analysis.protocols import dns
 from analysis.protocols.dns import DNSAnalyzer, DNSOptions, TCPFramer, parse_message
 
-from udp_flows_harness import Conn, Ctx, case, compare_logs, corpus_dir, run_trace, trace_path, write_logs
+from harness import Conn, Recorder, case, comparator, corpus_dir, run_trace, trace_path, write_logs
 
 
 # -- message builders -----------------------------------------------------------------------------
@@ -50,7 +50,7 @@ def conn(proto="udp", resp_h="10.0.0.53", resp_p=53) -> Conn:
 
 
 def analyzer(c=None, options=None):
-    ctx = Ctx(c or conn(), options)
+    ctx = Recorder(c or conn(), options)
     return DNSAnalyzer(ctx), ctx
 
 
@@ -136,9 +136,9 @@ def test_max_queries_violation():
 def test_query_reply_pair_logged_with_rtt_and_answers():
     a, ctx = analyzer()
     a.data(True, query(), 100.0)
-    assert ctx.records("dns") == []
+    assert ctx.rows("dns") == []
     a.data(False, reply(answers=[rr(b"\x0a\x00\x00\x01"), rr(b"\x0a\x00\x00\x02", ttl=60)], aa=True), 100.25)
-    (r,) = ctx.records("dns")
+    (r,) = ctx.rows("dns")
     assert (r.query, r.qtype_name, r.qclass_name, r.rcode_name) == ("www.example.com", "A", "C_INTERNET", "NOERROR")
     assert r.answers == ["10.0.0.1", "10.0.0.2"] and r.TTLs == [300.0, 60.0]
     assert r.rtt == pytest.approx(0.25) and r.AA and r.RA and r.RD
@@ -162,7 +162,7 @@ def test_record_summaries():
     a, ctx = analyzer()
     a.data(True, query(qtype=255), 1.0)
     a.data(False, reply(qtype=255, answers=[txt, mx, cname, srv, key, sig, ds, caa, unknown]), 1.5)
-    (r,) = ctx.records("dns")
+    (r,) = ctx.rows("dns")
     assert r.answers == ["TXT 5 hello TXT 3 a b", "mail.example.com", "alias.example.com", "svc.example.com",
                          "DNSKEY 8", "RRSIG 48 <Root>", "DS 8 2", "<unknown type=4242>"]
     assert r.qtype_name == "*"
@@ -172,9 +172,9 @@ def test_record_summaries():
 def test_reply_only_has_no_rtt_and_is_logged_at_done():
     a, ctx = analyzer()
     a.data(False, reply(answers=[rr(b"\x01\x01\x01\x01")]), 5.0)
-    assert ctx.records("dns") == []
+    assert ctx.rows("dns") == []
     a.done(70.0)
-    (r,) = ctx.records("dns")
+    (r,) = ctx.rows("dns")
     assert r.rtt is None and r.qtype is None and r.query == "www.example.com" and r.rcode == 0
 
 
@@ -183,7 +183,7 @@ def test_first_message_reply_flips_roles():
     a.data(True, reply(answers=[rr(b"\x01\x01\x01\x01")]), 5.0)
     assert ctx.flipped == 1
     a.done(6.0)
-    (r,) = ctx.records("dns")
+    (r,) = ctx.rows("dns")
     assert (r.orig_h, r.resp_h) == ("10.0.0.53", "10.0.0.1")
 
 
@@ -191,12 +191,12 @@ def test_rejected_and_rcode_names():
     a, ctx = analyzer()
     a.data(True, query(), 1.0)
     a.data(False, header(qr=True, rcode=5, qd=0), 1.1)
-    (r,) = ctx.records("dns")
+    (r,) = ctx.rows("dns")
     assert r.rejected and r.rcode_name == "REFUSED"
     a, ctx = analyzer()
     a.data(True, query(), 1.0)
     a.data(False, reply(rcode=3), 1.1)       # question echoed, no records: dns_rejected
-    (r,) = ctx.records("dns")
+    (r,) = ctx.rows("dns")
     assert r.rejected and r.rcode_name == "NXDOMAIN"
 
 
@@ -205,7 +205,7 @@ def test_multicast_logs_every_message():
     a.data(True, query(0, "host.local"), 1.0)
     a.data(True, reply(0, "other.local", answers=[rr(b"\xc0\xa8\x00\x02", ttl=120)], aa=True), 1.0)
     assert ctx.flipped == 0
-    rows = ctx.records("dns")
+    rows = ctx.rows("dns")
     assert [r.query for r in rows] == ["host.local", "other.local"]
     assert rows[0].rcode is None and rows[1].answers == ["192.168.0.2"]
 
@@ -215,18 +215,18 @@ def test_pending_query_ids_cap_flushes_unmatched():
     for tid in range(10):
         a.data(True, query(tid), 1.0 + tid)
     # the fast-path query plus the queue flushed once it held more than 3 ids
-    assert 0 < len(ctx.records("dns")) < 10
+    assert 0 < len(ctx.rows("dns")) < 10
     a.done(100.0)
-    assert sorted(r.trans_id for r in ctx.records("dns")) == list(range(10))
+    assert sorted(r.trans_id for r in ctx.rows("dns")) == list(range(10))
 
 
 def test_pending_msgs_cap_per_id():
     a, ctx = analyzer(options=DNSOptions(max_pending_msgs=2))
     for i in range(8):
         a.data(True, query(7), 1.0 + i)
-    assert len(ctx.records("dns")) >= 3
+    assert len(ctx.rows("dns")) >= 3
     a.done(50.0)
-    assert len(ctx.records("dns")) == 8
+    assert len(ctx.rows("dns")) == 8
 
 
 def test_same_id_queries_pair_in_order():
@@ -235,7 +235,7 @@ def test_same_id_queries_pair_in_order():
     a.data(True, query(1, "second.example"), 2.0)
     a.data(False, reply(1, "first.example", answers=[rr(b"\x01\x00\x00\x01")]), 3.0)
     a.data(False, reply(1, "second.example", answers=[rr(b"\x02\x00\x00\x02")]), 4.0)
-    rows = ctx.records("dns")
+    rows = ctx.rows("dns")
     assert [(r.query, r.answers) for r in rows] == [("first.example", ["1.0.0.1"]), ("second.example", ["2.0.0.2"])]
 
 
@@ -243,7 +243,7 @@ def test_original_case_column():
     a, ctx = analyzer(options=DNSOptions(log_original_query=True))
     a.data(True, query(name="MiXeD.Case.ORG"), 1.0)
     a.done(2.0)
-    (r,) = ctx.records("dns")
+    (r,) = ctx.rows("dns")
     assert (r.query, r.original_query) == ("mixed.case.org", "MiXeD.Case.ORG")
     from analysis.logs.schema import columns
     assert columns(type(r))[-1].name == "original_query"
@@ -271,10 +271,10 @@ def test_tcp_framing_across_segments():
         a.data(True, stream_q[i:i + 1], 1.0)
     a.data(False, stream_r[:7], 1.1)
     a.data(False, stream_r[7:], 1.2)
-    rows = ctx.records("dns")
+    rows = ctx.rows("dns")
     assert len(rows) == 1 and rows[0].proto == "tcp" and rows[0].answers == ["5.6.7.8"]
     a.done(2.0)
-    assert len(ctx.records("dns")) == 2         # the second reply had no query
+    assert len(ctx.rows("dns")) == 2         # the second reply had no query
 
 
 def test_tcp_partial_message_delivered_at_eof():
@@ -305,13 +305,12 @@ DNS_CASES = ["scripts.base.protocols.dns.dns-key", "scripts.base.protocols.dns.f
 @pytest.mark.parametrize("name", DNS_CASES)
 def test_corpus_dns_log(name, tmp_path):
     c = case(name)
-    if c is None:
-        pytest.skip(f"conformance corpus not found under {corpus_dir()}")
     opts = DNSOptions(log_original_query="protocols/dns/log-original-query-case" in c["loads"])
-    ctxs = run_trace(DNSAnalyzer, trace_path(c["trace"]), opts, {p for p, _ in dns.SPEC.ports},
+    ctxs = run_trace(DNSAnalyzer, trace_path(c["trace"]), opts, interleave=True,
+                     server_ports={p for p, _ in dns.SPEC.ports},
                      ignore_checksums=c["ignore_checksums"], ports=dns.SPEC.ports)
     write_logs(ctxs, tmp_path)
-    res = compare_logs().compare_logs(corpus_dir() / "zeek" / c["baselines"]["dns.log"], tmp_path / "dns.log",
+    res = comparator().compare_logs(corpus_dir() / "zeek" / c["baselines"]["dns.log"], tmp_path / "dns.log",
                                       strict=True)
     assert res.passed, res.to_dict()
 

@@ -12,7 +12,7 @@ from analysis.engine import analyze_file
 from analysis.zeek_scripts import configure
 
 from test_dns import query, reply, rr
-from udp_flows_harness import case, compare_logs, corpus_dir, trace_path
+from harness import case, comparator, corpus_dir, trace_path
 
 
 def _frames_tcp_dns() -> list[tuple[float, bytes]]:
@@ -78,21 +78,17 @@ def test_dns_over_tcp_through_reassembly(tmp_path):
                                   "scripts.base.protocols.dhcp.dhcp-prevent-large-uids"])
 def test_corpus_cases_through_the_engine(name, tmp_path):
     c = case(name)
-    if c is None:
-        pytest.skip(f"conformance corpus not found under {corpus_dir()}")
     cfg = configure(loads=c["loads"], redefs=c["redefs"], bare=c["bare"])
     cfg.ignore_checksums = c["ignore_checksums"]
     analyze_file(trace_path(c["trace"]), tmp_path, cfg)
     for log in ("dns.log", "dhcp.log"):
         if log in c["baselines"]:
-            res = compare_logs().compare_logs(corpus_dir() / "zeek" / c["baselines"][log], tmp_path / log)
+            res = comparator().compare_logs(corpus_dir() / "zeek" / c["baselines"][log], tmp_path / log)
             assert res.passed, res.to_dict()
 
 
 def test_ntp_service_in_conn_log(tmp_path):
     c = case("core.tunnels.gre")
-    if c is None:
-        pytest.skip(f"conformance corpus not found under {corpus_dir()}")
     cfg = configure(loads=c["loads"], bare=True)
     analyze_file(trace_path(c["trace"]), tmp_path, cfg)
     lines = (tmp_path / "conn.log").read_text().splitlines()

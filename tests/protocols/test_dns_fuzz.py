@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from analysis.protocols import dns
 from analysis.protocols.dns import DNSAnalyzer, DNSOptions, parse_message
 
-from udp_flows_harness import Conn, Ctx, corpus_dir, flows, trace_path
+from harness import Conn, Recorder, corpus_dir, streams, trace_path
 
 TRACES = ["traces/dnssec/dnskey2.pcap", "traces/dns53.pcap", "traces/dns/mdns-no-assoc.pcap",
           "traces/dns/dns_notify2.pcap", "traces/dns-spf.pcap", "traces/dns-zero-RRs.pcap",
@@ -27,8 +27,8 @@ def seeds() -> list[bytes]:
     if (corpus_dir() / "zeek").exists():
         ports = {p for p, _ in dns.SPEC.ports}
         for t in TRACES:
-            for c in flows(trace_path(t), ports):
-                out.extend(d for _, d, _ in c.pkts)
+            for c in streams(trace_path(t), udp=True, server_ports=ports):
+                out.extend(d for _, d, _ in c.chunks)
     if not out:     # no corpus: a hand-built query and reply
         q = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x03www\x07example\x03com\x00\x00\x01\x00\x01"
         out = [q, q[:2] + b"\x81\x80\x00\x01\x00\x01" + q[6:] + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04"]
@@ -66,7 +66,7 @@ def test_mutated_corpus_udp_and_tcp():
     tracemalloc.start()
     try:
         for proto in ("udp", "tcp"):
-            ctx = Ctx(Conn("Cfuzz", "10.0.0.1", 1234, "10.0.0.2", 53, proto, 0.0), opts)
+            ctx = Recorder(Conn("Cfuzz", "10.0.0.1", 1234, "10.0.0.2", 53, proto, 0.0), opts)
             a = DNSAnalyzer(ctx)
             for i in range(3000):
                 data = mutate(rng, rng.choice(base))
@@ -75,7 +75,7 @@ def test_mutated_corpus_udp_and_tcp():
                 a.data(rng.random() < 0.5, data, float(i))
                 if a.dead:      # the engine detaches the analyzer: start a fresh one
                     a.done(float(i))
-                    ctx = Ctx(Conn("Cfuzz", "10.0.0.1", 1234, "10.0.0.2", 53, proto, 0.0), opts)
+                    ctx = Recorder(Conn("Cfuzz", "10.0.0.1", 1234, "10.0.0.2", 53, proto, 0.0), opts)
                     a = DNSAnalyzer(ctx)
                 check_bounded(a, opts)
                 ctx.logs.clear()
@@ -94,7 +94,7 @@ def test_mutated_corpus_udp_and_tcp():
 def test_random_bytes_never_raise(data, port):
     m = parse_message(data, resp_port=port)
     assert m is None or m.header is not None
-    ctx = Ctx(Conn("Cfuzz", "10.0.0.1", 1234, "10.0.0.2", port, "udp", 0.0))
+    ctx = Recorder(Conn("Cfuzz", "10.0.0.1", 1234, "10.0.0.2", port, "udp", 0.0))
     a = DNSAnalyzer(ctx)
     a.data(True, data, 1.0)
     a.data(False, data, 2.0)

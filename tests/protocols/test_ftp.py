@@ -11,8 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mailftp_harness import (Conn, RecordingContext, comparator, corpus_root, corpus_trace,  # noqa: E402
-                             load_case, run_case_with, tcp_conversations)
+from harness import Conn, Recorder, case, check_case, corpus_trace, streams  # noqa: E402
 
 from analysis.protocols import ftp  # noqa: E402
 from analysis.protocols.ftp import (EXPECTED, FTPAnalyzer, FTPDataAnalyzer, FTPOptions, FTPParser,  # noqa: E402
@@ -99,7 +98,7 @@ def test_base64_like_zeek():
 # -- analyzer behaviour -------------------------------------------------------------------------
 
 def _session(lines, options=None, resp_p=21):
-    ctx = RecordingContext(_conn(resp_p), options or FTPOptions())
+    ctx = Recorder(_conn(resp_p), options or FTPOptions())
     a = FTPAnalyzer(ctx)
     t = 1.0
     for is_orig, text in lines:
@@ -163,13 +162,13 @@ def test_auth_tls_hands_off():
 
 def test_data_channel_gets_fuid_and_mime_type():
     EXPECTED.clear()
-    ctl = RecordingContext(_conn(), FTPOptions())
+    ctl = Recorder(_conn(), FTPOptions())
     a = FTPAnalyzer(ctl)
     a.data(False, b"220 hi\r\n", 1.0)
     a.data(True, b"EPSV\r\n", 2.0)
     a.data(False, b"229 Entering Extended Passive Mode (|||5000|)\r\n", 3.0)
     a.data(True, b"RETR notes.txt\r\n", 4.0)
-    dctx = RecordingContext(Conn("Cdata", "10.0.0.1", 40001, "10.0.0.2", 5000, start_time=5.0))
+    dctx = Recorder(Conn("Cdata", "10.0.0.1", 40001, "10.0.0.2", 5000, start_time=5.0))
     d = FTPDataAnalyzer(dctx)
     d.data(False, b"plain text file, long enough\n" * 200, 5.0)
     d.done(6.0)
@@ -195,23 +194,21 @@ FTP_CASES = [
 ]
 
 
-def _options_for(case) -> FTPOptions:
+def _options_for(c) -> FTPOptions:
     from analysis.zeek_scripts import configure
-    cfg = configure(case["loads"], case["redefs"], bare=case["bare"])
+    cfg = configure(c["loads"], c["redefs"], bare=c["bare"])
     o = cfg.analyzer_options.get("ftp")
     return o if isinstance(o, FTPOptions) else FTPOptions()
 
 
 @pytest.mark.parametrize("name,logs", FTP_CASES)
 def test_corpus_case(name, logs, tmp_path):
-    case = load_case(name)
-    if case is None:
-        pytest.skip("conformance corpus not found")
+    c = case(name)
     EXPECTED.clear()
-    opts = _options_for(case)
+    opts = _options_for(c)
 
-    def factory(conv, ctx):
-        c = conv.conn
+    def factory(ctx):
+        c = ctx.conn
         if c.resp_p in (21, 2811):
             ctx.options = opts
             return FTPAnalyzer(ctx)
@@ -219,11 +216,7 @@ def test_corpus_case(name, logs, tmp_path):
             return FTPDataAnalyzer(ctx)
         return None
 
-    run_case_with(case, factory, tmp_path, "FTP")
-    cmp = comparator()
-    for log in logs:
-        res = cmp.compare_logs(corpus_root() / "zeek" / case["baselines"][log], tmp_path / log)
-        assert res.passed, res.to_dict(max_details=3)
+    check_case(c, factory, logs, tmp_path, default_source="FTP")
 
 
 # -- robustness -------------------------------------------------------------------------------
@@ -232,14 +225,14 @@ def test_fuzz_mutated_corpus_payloads_never_raise():
     trace = corpus_trace("ftp/ipv6.pcap")
     if trace is None:
         pytest.skip("conformance corpus not found")
-    conv = next(c for c in tcp_conversations(trace) if c.conn.resp_p == 21)
+    conv = next(c for c in streams(trace) if c.resp_p == 21)
     rng = random.Random(5)
     deadline = time.monotonic() + 2.0
     runs = 0
     while time.monotonic() < deadline:
-        ctx = RecordingContext(conv.conn, FTPOptions(max_line_length=4096))
+        ctx = Recorder(conv, FTPOptions(max_line_length=4096))
         a = FTPAnalyzer(ctx)
-        for is_orig, data, ts in conv.segments:
+        for is_orig, data, ts in conv.chunks:
             b = bytearray(data)
             for _ in range(rng.randrange(4)):
                 op = rng.randrange(3)
@@ -251,7 +244,7 @@ def test_fuzz_mutated_corpus_payloads_never_raise():
                     del b[rng.randrange(len(b)):rng.randrange(len(b) + 1)]
             a.data(is_orig, bytes(b), ts)
             assert len(a.parser._buf[0]) <= 4096 and len(a.parser._buf[1]) <= 4096
-        a.done(conv.segments[-1][2])
+        a.done(conv.chunks[-1][2])
         assert len(a.s.pending) <= 20 if a.s else True
         runs += 1
     assert runs > 5
@@ -268,7 +261,7 @@ def test_module_registers_specs():
 
 
 def test_partial_request_at_close_is_a_weird():
-    ctx = RecordingContext(_conn(), FTPOptions())
+    ctx = Recorder(_conn(), FTPOptions())
     a = FTPAnalyzer(ctx)
     a.data(False, b"220 hi\r\n", 1.0)
     a.data(True, b"USER x\r\nRETR unfinished", 2.0)

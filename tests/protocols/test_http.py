@@ -14,7 +14,7 @@ import sys
 import zlib
 
 import pytest
-from http_harness import CORPUS, Conn, RecordingContext, run_analyzer
+from harness import CORPUS, Conn, Recorder, run_trace
 
 from analysis.protocols.http import SPEC, HTTPAnalyzer, HTTPOptions
 from analysis.protocols.http import events as ev
@@ -24,7 +24,7 @@ from analysis.protocols.http.parser import HTTPParser, atoi_n, unescape_uri
 
 def exchange(*chunks, options=None, close=True):
     """Run (is_orig, bytes) chunks through a fresh analyzer; returns its context."""
-    ctx = RecordingContext(Conn("Ctest", "10.0.0.1", 40000, "10.0.0.2", 80, 1.0), options)
+    ctx = Recorder(Conn("Ctest", "10.0.0.1", 40000, "10.0.0.2", 80, start_time=1.0), options)
     a = HTTPAnalyzer(ctx)
     ts = 1.0
     for is_orig, data in chunks:
@@ -47,7 +47,7 @@ def test_simple_get_row_and_events():
     ctx = exchange((True, b"GET /a%20b?x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: ua/1\r\n"
                           b"Referer: http://r/\r\nOrigin: http://o\r\n\r\n"),
                    (False, b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world!"))
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert (row.method, row.host, row.uri, row.version) == ("GET", "example.com", "/a b?x=1", "1.1")
     assert (row.user_agent, row.referrer, row.origin) == ("ua/1", "http://r/", "http://o")
     assert (row.status_code, row.status_msg, row.response_body_len) == (200, "OK", 12)
@@ -71,7 +71,7 @@ def test_simple_get_row_and_events():
 ])
 def test_request_lines(line, method, uri, version, weirds):
     ctx = exchange((True, line + b"\r\n\r\n"), close=False)
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert (row.method, row.uri) == (method, uri)
     [req] = [e for e in ctx.events if e[0] == "http_request"]
     assert req[4] == version
@@ -86,7 +86,7 @@ def test_request_lines(line, method, uri, version, weirds):
 def test_bad_request_lines(line, weird):
     ctx = exchange((True, line + b"\r\n"))
     assert weird in weird_names(ctx)
-    assert ctx.rows() == []
+    assert ctx.rows("http") == []
 
 
 def test_unescape_rules():
@@ -108,7 +108,7 @@ def test_chunked_body_and_pipelining():
     ctx = exchange((True, b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"),
                    (False, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
                     + b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
-    rows = sorted(ctx.rows(), key=lambda r: r.trans_depth)
+    rows = sorted(ctx.rows("http"), key=lambda r: r.trans_depth)
     assert [(r.trans_depth, r.uri, r.status_code, r.response_body_len) for r in rows] == [
         (1, "/1", 200, 11), (2, "/2", 404, 0)]
     assert not ctx.weirds
@@ -117,7 +117,7 @@ def test_chunked_body_and_pipelining():
 def test_chunked_only_for_http11():
     ctx = exchange((True, b"GET / HTTP/1.1\r\n\r\n"),
                    (False, b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert row.response_body_len == len(b"5\r\nhello\r\n0\r\n\r\n")   # read until close, raw
 
 
@@ -133,7 +133,7 @@ def test_compressed_body_counts_decoded_bytes(encoding, compress):
     ctx = exchange((True, b"GET / HTTP/1.1\r\n\r\n"),
                    (False, b"HTTP/1.1 200 OK\r\nContent-Encoding: " + encoding
                     + b"\r\nContent-Length: %d\r\n\r\n" % len(z) + z))
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert row.response_body_len == len(plain)
     assert row.resp_mime_types == ["text/html"]
 
@@ -143,7 +143,7 @@ def test_head_1xx_and_204_have_no_body():
                    (False, b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"
                     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
                     b"HTTP/1.1 204 No Content\r\n\r\n"))
-    rows = sorted(ctx.rows(), key=lambda r: r.trans_depth)
+    rows = sorted(ctx.rows("http"), key=lambda r: r.trans_depth)
     got = [(r.method, r.status_code, r.info_code, r.request_body_len, r.response_body_len) for r in rows]
     assert got == [("HEAD", 200, None, 0, 0), ("POST", 201, 100, 3, 2), ("GET", 204, None, 0, 0)]
 
@@ -163,7 +163,7 @@ def test_request_smuggling_cases_zeek_261():
     ctx = exchange((True, b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"
                           b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"))
     assert ("HTTP_obsolete_line_folding", "Transfer-Encoding") in ctx.weirds
-    assert sorted(r.uri for r in ctx.rows()) == ["/", "/smuggled"]
+    assert sorted(r.uri for r in ctx.rows("http")) == ["/", "/smuggled"]
     ctx = exchange((True, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"))
     assert ("HTTP_chunked_multi", ", identity") in ctx.weirds
 
@@ -180,14 +180,14 @@ def test_content_range_weirds(rng, weird):
     ctx = exchange((True, b"GET / HTTP/1.1\r\nRange: bytes=0-1\r\n\r\n"),
                    (False, b"HTTP/1.1 206 Partial Content\r\nContent-Range: " + rng + b"\r\n\r\nab"))
     assert weird in ctx.weirds
-    assert ctx.rows()[0].status_code == 206
+    assert ctx.rows("http")[0].status_code == 206
 
 
 def test_partial_content_uses_range_length_and_no_mime():
     ctx = exchange((True, b"GET / HTTP/1.1\r\n\r\n"),
                    (False, b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 10-19/100\r\n\r\n"
                     b"0123456789HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
-    [row] = [r for r in ctx.rows() if r.status_code == 206]
+    [row] = [r for r in ctx.rows("http") if r.status_code == 206]
     assert row.response_body_len == 10
     assert row.resp_fuids and row.resp_mime_types is None      # 206 files stay open: no sniff
 
@@ -196,7 +196,7 @@ def test_partial_content_uses_range_length_and_no_mime():
 
 def test_http09_request_and_reply():
     ctx = exchange((True, b"POST /zeek.html\r\n"), (False, b"<html>\n hello world\n</html>\n"))
-    rows = sorted(ctx.rows(), key=lambda r: r.trans_depth)
+    rows = sorted(ctx.rows("http"), key=lambda r: r.trans_depth)
     assert [(r.method, r.version, r.status_code, r.status_msg, r.response_body_len) for r in rows] == [
         ("POST", "0.9", 0, "<empty>", 28), (None, None, None, None, 0)]
     assert rows[0].resp_mime_types == ["text/html"]
@@ -208,7 +208,7 @@ def test_reply_before_http09_request():
                    (False, b"this is too much.\r\n"))
     assert set(weird_names(ctx)) >= {"http_09_reply_before_request", "HTTP_response_before_request",
                                       "HTTP_version_mismatch"}
-    rows = sorted(ctx.rows(), key=lambda r: r.trans_depth)
+    rows = sorted(ctx.rows("http"), key=lambda r: r.trans_depth)
     assert [(r.method, r.version, r.response_body_len) for r in rows] == [(None, "1.1", 0), ("GET", "0.9", 19)]
 
 
@@ -216,19 +216,19 @@ def test_bare_lf_lines_and_missing_entity():
     ctx = exchange((True, b"POST / HTTP/1.1\nHost: i\nContent-Length: 10\n\n1234\n"),
                    (False, b"HTTP/1.1 200 OK\nContent-Length: 3\n"), (True, b"4567\n"),
                    (False, b'Content-Disposition: attachment; filename="t.txt"\n\nfin\n'))
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert (row.request_body_len, row.response_body_len) == (10, 3)
     assert row.resp_filenames is None and "missing_HTTP_entity" in weird_names(ctx)
 
 
 def test_basic_auth_and_proxy_headers():
     hdr = b"GET / HTTP/1.1\r\nAuthorization: Basic dGVzdDoxMjM0\r\nVia: 1.1 proxy\r\n\r\n"
-    [row] = exchange((True, hdr), (False, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).rows()
+    [row] = exchange((True, hdr), (False, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).rows("http")
     assert (row.username, row.password, row.proxied) == ("test", None, ["VIA -> 1.1 proxy"])
     opts = HTTPOptions(default_capture_password=True)
-    [row] = exchange((True, hdr), options=opts).rows()
+    [row] = exchange((True, hdr), options=opts).rows("http")
     assert (row.username, row.password) == ("test", "1234")
-    [row] = exchange((True, b"GET / HTTP/1.1\r\nAuthorization: Basic bm9jb2xvbg==\r\n\r\n")).rows()
+    [row] = exchange((True, b"GET / HTTP/1.1\r\nAuthorization: Basic bm9jb2xvbg==\r\n\r\n")).rows("http")
     assert row.username == "<problem-decoding> (Basic bm9jb2xvbg==)"
 
 
@@ -238,7 +238,7 @@ def test_multipart_files_with_names():
     ctx = exchange((True, b"POST /up HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=XX\r\n"
                           b"Content-Length: %d\r\n\r\n" % len(body) + body),
                    (False, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert row.request_body_len == len(body)
     assert len(row.orig_fuids) == 2 and row.orig_filenames == ["one.txt"]
     assert row.orig_mime_types == ["text/plain", "image/gif"]
@@ -257,19 +257,19 @@ def test_filename_from_content_disposition():
     ctx = exchange((True, b"GET / HTTP/1.1\r\n\r\n"),
                    (False, b'HTTP/1.1 200 OK\r\nContent-Disposition: attachment; filename="test.json"\r\n'
                            b'Content-Length: 11\r\n\r\n{"a": [1]}\n'))
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert row.resp_filenames == ["test.json"] and row.resp_mime_types == ["text/json"]
 
 
 def test_content_gap_inside_body_is_counted():
-    ctx = RecordingContext(Conn("C", "a", 1, "b", 80, 0.0))
+    ctx = Recorder(Conn("C", "a", 1, "b", 80, start_time=0.0))
     a = HTTPAnalyzer(ctx)
     a.data(True, b"GET / HTTP/1.1\r\n\r\n", 1.0)
     a.data(False, b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n0123456789", 1.1)
     a.gap(False, 10, 1.2)
     a.data(False, b"0123456789", 1.3)
     a.done(2.0)
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert row.response_body_len == 30
 
 
@@ -277,14 +277,14 @@ def test_excessive_pipelining_flushes():
     reqs = b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(105))
     ctx = exchange((True, reqs), close=False)
     assert "HTTP_excessive_pipelining" in weird_names(ctx)
-    assert len(ctx.rows()) == 105
+    assert len(ctx.rows("http")) == 105
 
 
 def test_connect_tunnel_row_and_inner_protocol():
     ctx = exchange((True, b"CONNECT mail:25 HTTP/1.0\r\n\r\n"),
                    (False, b"HTTP/1.0 200 Connection established\r\n\r\n220 mail ESMTP\r\n"),
                    (True, b"HELO x\r\n"))
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert (row.method, row.uri, row.status_code) == ("CONNECT", "mail:25", 200)
     [tun] = ctx.rows("tunnel")
     assert (tun.orig_p, tun.tunnel_type, tun.action) == (0, "Tunnel::HTTP", "Tunnel::DISCOVER")
@@ -307,7 +307,7 @@ def test_decompression_bomb_is_capped(monkeypatch):
     z = gzip.compress(b"\0" * (8 << 20))
     ctx = exchange((True, b"GET / HTTP/1.1\r\n\r\n"),
                    (False, b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(z) + z))
-    assert ctx.rows()[0].response_body_len <= 1 << 20
+    assert ctx.rows("http")[0].response_body_len <= 1 << 20
 
 
 # -- misc ---------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def test_conformance_case(case, tmp_path):
     root = CORPUS / "zeek"
     opts = HTTPOptions(default_capture_password=any("default_capture_password = T" in r for r in case["redefs"]))
     sink = DirectoryLogSink(tmp_path, "tsv")
-    for ctx in run_analyzer(HTTPAnalyzer, root / case["trace"], opts):
+    for ctx in run_trace(HTTPAnalyzer, root / case["trace"], opts, udp=False, marks=True, detach=False):
         for path, rec in ctx.logs:
             sink.write(path, rec)
     sink.flush()

@@ -12,7 +12,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from http_harness import CORPUS, Conn, RecordingContext, tcp_streams
+from harness import CORPUS, Conn, Recorder, streams
 
 from analysis.protocols.http import HTTPAnalyzer
 from analysis.protocols.http.parser import MAX_LINE
@@ -30,11 +30,11 @@ def _seed_streams():
             if not trace.is_file() or not ("http" in rel or "websocket" in rel) or trace.stat().st_size > 2_000_000:
                 continue
             try:
-                streams = tcp_streams(trace)
+                conns = streams(trace, marks=True)
             except Exception:
                 continue
-            for _key, (_start, evs) in list(streams.items())[:3]:
-                chunks = [(o, d) for _ts, o, d in evs if isinstance(d, bytes)]
+            for c in conns[:3]:
+                chunks = [(o, d) for o, d, _ts in c.chunks if isinstance(d, bytes)]
                 if chunks:
                     out.append(chunks)
             if len(out) >= 30:
@@ -71,7 +71,7 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
 
 
 def _run(chunks) -> HTTPAnalyzer:
-    ctx = RecordingContext(Conn("Cfuzz", "10.0.0.1", 1, "10.0.0.2", 80, 0.0))
+    ctx = Recorder(Conn("Cfuzz", "10.0.0.1", 1, "10.0.0.2", 80, start_time=0.0))
     a = HTTPAnalyzer(ctx)
     ts = 0.0
     for is_orig, data in chunks:

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mailftp_harness import Conn, RecordingContext, corpus_trace, feed, tcp_conversations  # noqa: E402
+from harness import Conn, Recorder, corpus_trace, feed, streams  # noqa: E402
 
 from analysis.protocols.irc import DCC_EXPECTED, IRCAnalyzer, IRCOptions, IRCParser, IRCDCC  # noqa: E402
 
@@ -18,9 +18,9 @@ def test_starttls_trace_confirms_then_hands_off():
     trace = corpus_trace("tls/irc-starttls.pcap")
     if trace is None:
         pytest.skip("conformance corpus not found")
-    conv = tcp_conversations(trace)[0]
-    ctx = RecordingContext(conv.conn)
-    feed(IRCAnalyzer(ctx), conv)
+    conv = streams(trace)[0]
+    ctx = Recorder(conv)
+    feed(IRCAnalyzer(ctx), conv, detach=False, eofs=True)
     assert ctx.confirmed and ctx.handoffs == ["ssl"] and ("irc_starttls", ctx.conn) in ctx.events
 
 
@@ -29,9 +29,9 @@ def test_dcc_cap_trace():
     if trace is None:
         pytest.skip("conformance corpus not found")
     DCC_EXPECTED.clear()
-    conv = tcp_conversations(trace)[0]
-    ctx = RecordingContext(conv.conn, IRCOptions(max_dcc_expected_transfers=15))
-    feed(IRCAnalyzer(ctx), conv)
+    conv = streams(trace)[0]
+    ctx = Recorder(conv, IRCOptions(max_dcc_expected_transfers=15))
+    feed(IRCAnalyzer(ctx), conv, detach=False, eofs=True)
     assert len(ctx.expected) == 15 and all(e[3] == "irc-dcc-data" for e in ctx.expected)
     assert ctx.weirds and {w[0] for w in ctx.weirds} == {"irc_max_dcc_expected_transfers_exceeded"}
     assert len(DCC_EXPECTED) == 15
@@ -47,11 +47,11 @@ def test_dcc_parsing():
 
 
 def test_long_lines_are_capped():
-    ctx = RecordingContext(Conn("C1", "10.0.0.1", 1, "10.0.0.2", 6667), IRCOptions())
+    ctx = Recorder(Conn("C1", "10.0.0.1", 1, "10.0.0.2", 6667), IRCOptions())
     a = IRCAnalyzer(ctx)
     for _ in range(200):
         a.data(True, b"A" * 1000, 1.0)
-    assert len(a.parser._buf[1]) <= a.parser.max_line_length
+    assert len(a.parser.lines._buf[1]) <= a.parser.lines.max_line_length
     assert ctx.weirds and ctx.weirds[0][0] == "contentline_size_exceeded"
 
 
@@ -62,7 +62,7 @@ def test_fuzz_never_raises():
               b":s 670 :go\r\n", b"99999999999999999999 ", b'"x', b"\x00\xff", b"NICK a\r\n"]
     DCC_EXPECTED.clear()
     for _ in range(300):
-        ctx = RecordingContext(Conn("C1", "10.0.0.1", 1, "10.0.0.2", 6667), IRCOptions(max_dcc_expected_transfers=50))
+        ctx = Recorder(Conn("C1", "10.0.0.1", 1, "10.0.0.2", 6667), IRCOptions(max_dcc_expected_transfers=50))
         a = IRCAnalyzer(ctx)
         for _ in range(rng.randrange(1, 30)):
             a.data(rng.random() < 0.5, b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 8))), 1.0)

@@ -7,7 +7,9 @@ import struct
 
 from analysis.logs.files import DirectoryLogSink
 from analysis.protocols.modbus import ModbusAnalyzer, ModbusParser, func_name
-from minor_support import ZEEK, case, compare, fuzz, make_ctx, run_trace
+from harness import ZEEK, case, compare, recording
+
+make_ctx, run_trace, fuzz = recording(pack_args=True, with_source=True)   # events (name, args), weirds with source
 
 CASE = "scripts.base.protocols.modbus.modbus_and_non_modbus_on_port_502"
 
@@ -70,7 +72,7 @@ def test_pdus_before_an_error_stand():
 
 def test_corpus_modbus_log(tmp_path):
     c = case(CASE)
-    ctxs = run_trace(ZEEK / c["trace"], ModbusAnalyzer)
+    ctxs = run_trace(ModbusAnalyzer, ZEEK / c["trace"])
     sink = DirectoryLogSink(tmp_path)
     for ctx in ctxs:
         for path, rec in ctx.logs:

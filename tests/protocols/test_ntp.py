@@ -9,7 +9,7 @@ import pytest
 from analysis.protocols import ntp
 from analysis.protocols.ntp import Malformed, NTPAnalyzer, NTPMessage, parse_message
 
-from udp_flows_harness import Conn, Ctx, case, corpus_dir, run_trace, trace_path
+from harness import Conn, Recorder, case, run_trace, trace_path
 
 
 def std(mode=3, version=4, stratum=2, poll=6, prec=-20, refid=bytes([10, 1, 2, 3]), xmt=(3900000000, 1 << 31)) -> bytes:
@@ -48,38 +48,37 @@ def test_short_format_is_signed_like_zeek():
 
 
 def test_server_message_from_originator_flips_once():
-    ctx = Ctx(Conn("Cflip", "10.0.0.2", 123, "10.0.0.1", 123, "udp", 0.0))
+    ctx = Recorder(Conn("Cflip", "10.0.0.2", 123, "10.0.0.1", 123, "udp", 0.0))
     a = NTPAnalyzer(ctx)
     a.data(True, std(mode=4), 1.0)
     a.data(False, std(mode=3), 1.1)
     assert ctx.flipped == 1 and ctx.conn.orig_h == "10.0.0.1"
-    assert [(r.orig_h, r.mode) for r in ctx.records("ntp")] == [("10.0.0.1", 4), ("10.0.0.1", 3)]
+    assert [(r.orig_h, r.mode) for r in ctx.rows("ntp")] == [("10.0.0.1", 4), ("10.0.0.1", 3)]
 
 
 def test_analyzer_confirms_logs_and_rejects():
-    ctx = Ctx(Conn("Cntp", "10.0.0.1", 123, "10.0.0.2", 123, "udp", 0.0))
+    ctx = Recorder(Conn("Cntp", "10.0.0.1", 123, "10.0.0.2", 123, "udp", 0.0))
     a = NTPAnalyzer(ctx)
     a.data(True, std(), 1.0)
     a.data(False, std(mode=4), 1.1)
     a.data(True, bytes([(4 << 3) | 6]) + b"\x00" * 11, 1.2)      # control: confirmed, not logged
     assert ctx.confirmed == 1
-    assert [r.mode for r in ctx.records("ntp")] == [3, 4]
-    bad = Ctx(Conn("Cbad", "10.0.0.1", 5000, "10.0.0.2", 123, "udp", 0.0))
+    assert [r.mode for r in ctx.rows("ntp")] == [3, 4]
+    bad = Recorder(Conn("Cbad", "10.0.0.1", 5000, "10.0.0.2", 123, "udp", 0.0))
     NTPAnalyzer(bad).data(True, b"GET / HTTP/1.1\r\n", 1.0)      # 'G': mode 7, 17 bytes ... valid for Zeek
     assert bad.confirmed
-    bad = Ctx(Conn("Cbad", "10.0.0.1", 5000, "10.0.0.2", 123, "udp", 0.0))
+    bad = Recorder(Conn("Cbad", "10.0.0.1", 5000, "10.0.0.2", 123, "udp", 0.0))
     NTPAnalyzer(bad).data(True, b"\x23 short", 1.0)               # mode 3 needs 48 bytes
     assert bad.violations and not bad.confirmed
 
 
 def test_corpus_ntp_exchanges():
     c = case("core.tunnels.gre")
-    if c is None:
-        pytest.skip(f"conformance corpus not found under {corpus_dir()}")
-    ctxs = run_trace(NTPAnalyzer, trace_path(c["trace"]), None, {123}, ports=ntp.SPEC.ports)
+    ctxs = run_trace(NTPAnalyzer, trace_path(c["trace"]), None, server_ports={123}, interleave=True,
+                     ports=ntp.SPEC.ports)
     # Zeek's conn.log for this trace has three 123/udp connections with service ntp
     assert sorted(x.conn.resp_h for x in ctxs if x.confirmed) == ["129.170.17.4", "18.26.4.105", "66.59.111.182"]
-    rows = [r for x in ctxs for r in x.records("ntp")]
+    rows = [r for x in ctxs for r in x.rows("ntp")]
     assert sorted(r.mode for r in rows) == [3, 3, 3, 4, 4, 4]
     assert all(r.version == 4 for r in rows)
 
@@ -88,7 +87,7 @@ def test_fuzz_never_raises():
     import random
 
     rng = random.Random(123)
-    ctx = Ctx(Conn("Cfz", "10.0.0.1", 123, "10.0.0.2", 123, "udp", 0.0))
+    ctx = Recorder(Conn("Cfz", "10.0.0.1", 123, "10.0.0.2", 123, "udp", 0.0))
     a = NTPAnalyzer(ctx)
     base = std() + struct.pack("!HH", 0x0104, 16) + bytes(12)
     for i in range(3000):

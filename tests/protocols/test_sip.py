@@ -8,7 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 from analysis.logs.schema import columns
 from analysis.protocols.sip import SIPAnalyzer, SIPError, SIPInfo, SIPOptions, Reply, Request, parse_datagram
-from minor_support import ZEEK, case, compare, fuzz, make_ctx, run_trace
+from harness import ZEEK, case, compare, recording
+
+make_ctx, run_trace, fuzz = recording(pack_args=True, with_source=True)   # events (name, args), weirds with source
 
 CASE = "scripts.base.protocols.sip.invalid-content-length"
 
@@ -90,7 +92,7 @@ def test_corpus_weird_and_sip_logs(tmp_path):
     from analysis.logs.files import DirectoryLogSink
 
     c = case(CASE)
-    ctxs = run_trace(ZEEK / c["trace"], SIPAnalyzer, logdir=tmp_path)
+    ctxs = run_trace(SIPAnalyzer, ZEEK / c["trace"], logdir=tmp_path)
     sink = DirectoryLogSink(tmp_path)
     for ctx in ctxs:
         for path, rec in ctx.logs:

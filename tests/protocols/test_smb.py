@@ -10,7 +10,9 @@ from hypothesis import given, settings, strategies as st
 
 from analysis.protocols.base import REGISTRY
 from analysis.protocols.smb import Error, SMBAnalyzer, SMBOptions, SMBParser
-from minor_support import ZEEK, case, compare, fuzz, make_ctx, run_trace
+from harness import ZEEK, case, compare, recording
+
+make_ctx, run_trace, fuzz = recording(pack_args=True, with_source=True)   # events (name, args), weirds with source
 
 PIPE_CASE = "scripts.base.protocols.smb.named-pipe-fragment"
 ANDX_CASE = "scripts.base.protocols.smb.smb1-non-advancing-andx-offset"
@@ -188,7 +190,7 @@ def test_registered_with_dce_rpc_option_names():
 @pytest.mark.parametrize("name, opts", [(PIPE_CASE, SMBOptions(max_cmd_reassembly=24)), (ANDX_CASE, SMBOptions())])
 def test_corpus_weird_log(tmp_path, name, opts):
     c = case(name)
-    run_trace(ZEEK / c["trace"], SMBAnalyzer, options=opts, logdir=tmp_path,
+    run_trace(SMBAnalyzer, ZEEK / c["trace"], options=opts, logdir=tmp_path,
               do_not_ignore_repeats={"too_many_dce_rpc_msgs_in_reassembly"})
     report = compare(ZEEK / c["baselines"]["weird.log"], tmp_path / "weird.log")
     assert report["passed"], report

@@ -11,8 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mailftp_harness import (Conn, RecordingContext, comparator, corpus_root, corpus_trace,  # noqa: E402
-                             load_case, run_case_with, tcp_conversations)
+from harness import Conn, Recorder, case, check_case, corpus_trace, streams  # noqa: E402
 
 from analysis.protocols import mime  # noqa: E402
 from analysis.protocols.smtp import (SMTPAnalyzer, SMTPOptions, SMTPParser, SMTPReply, SMTPRequest,  # noqa: E402
@@ -25,7 +24,7 @@ def _conn():
 
 
 def _run(lines, options=None):
-    ctx = RecordingContext(_conn(), options or SMTPOptions())
+    ctx = Recorder(_conn(), options or SMTPOptions())
     a = SMTPAnalyzer(ctx)
     t = 1.0
     for is_orig, data in lines:
@@ -168,32 +167,26 @@ SMTP_CASES = [
 
 @pytest.mark.parametrize("name,logs", SMTP_CASES)
 def test_corpus_case(name, logs, tmp_path):
-    case = load_case(name)
-    if case is None:
-        pytest.skip("conformance corpus not found")
+    c = case(name)
 
-    def factory(conv, ctx):
-        return SMTPAnalyzer(ctx) if conv.conn.resp_p == 25 else None
+    def factory(ctx):
+        return SMTPAnalyzer(ctx) if ctx.conn.resp_p == 25 else None
 
-    run_case_with(case, factory, tmp_path, "SMTP")
-    cmp = comparator()
-    for log in logs:
-        res = cmp.compare_logs(corpus_root() / "zeek" / case["baselines"][log], tmp_path / log)
-        assert res.passed, res.to_dict(max_details=3)
+    check_case(c, factory, logs, tmp_path, default_source="SMTP")
 
 
 def test_fuzz_mutated_corpus_payloads_never_raise():
     trace = corpus_trace("smtp.pcap")
     if trace is None:
         pytest.skip("conformance corpus not found")
-    conv = next(c for c in tcp_conversations(trace) if c.conn.resp_p == 25)
+    conv = next(c for c in streams(trace) if c.resp_p == 25)
     rng = random.Random(7)
     deadline = time.monotonic() + 2.0
     runs = 0
     while time.monotonic() < deadline:
-        ctx = RecordingContext(conv.conn, SMTPOptions(max_line_length=2048, max_pending_commands=50))
+        ctx = Recorder(conv, SMTPOptions(max_line_length=2048, max_pending_commands=50))
         a = SMTPAnalyzer(ctx)
-        for is_orig, data, ts in conv.segments:
+        for is_orig, data, ts in conv.chunks:
             b = bytearray(data)
             for _ in range(rng.randrange(4)):
                 op = rng.randrange(3)
@@ -207,13 +200,13 @@ def test_fuzz_mutated_corpus_payloads_never_raise():
             a.data(is_orig, bytes(b), ts)
             assert len(a.parser._buf[0]) <= 2048 and len(a.parser._buf[1]) <= 2048
             assert len(a.parser.pending) <= 50
-        a.done(conv.segments[-1][2])
+        a.done(conv.chunks[-1][2])
         runs += 1
     assert runs > 5
 
 
 def test_gap_ends_message_and_recovers():
-    ctx = RecordingContext(_conn(), SMTPOptions())
+    ctx = Recorder(_conn(), SMTPOptions())
     a = SMTPAnalyzer(ctx)
     for is_orig, data in MAIL[:11]:
         a.data(is_orig, data[:200], 1.0)

@@ -9,7 +9,9 @@ from hypothesis import given, settings, strategies as st
 from analysis.protocols.asn1 import ASN1Error, oid_to_str, read_tlv
 from analysis.protocols.base import REGISTRY
 from analysis.protocols.snmp import SNMPAnalyzer, parse_message
-from minor_support import ZEEK, case, compare, fuzz, make_ctx, run_trace
+from harness import ZEEK, case, compare, recording
+
+make_ctx, run_trace, fuzz = recording(pack_args=True, with_source=True)   # events (name, args), weirds with source
 
 CASE = "scripts.base.protocols.snmp.oid-subidentifier-too-long"
 
@@ -100,7 +102,7 @@ def test_registered():
 
 def test_corpus_weird_log(tmp_path):
     c = case(CASE)
-    run_trace(ZEEK / c["trace"], SNMPAnalyzer, logdir=tmp_path)
+    run_trace(SNMPAnalyzer, ZEEK / c["trace"], logdir=tmp_path)
     report = compare(ZEEK / c["baselines"]["weird.log"], tmp_path / "weird.log")
     assert report["passed"], report
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tls_ssh_harness import Conn, Recorder, corpus_dir, run, tcp_streams, trace_path  # noqa: E402
+from harness import Conn, Recorder, corpus_dir, corpus_trace, run, streams  # noqa: E402
 
 import analysis.protocols  # noqa: E402,F401
 from analysis.logs.schema import columns  # noqa: E402
@@ -25,7 +25,7 @@ def _rows(ctx: Recorder) -> list[dict]:
 
 
 def _ssh_conns(trace: str) -> list[Conn]:
-    return [c for c in tcp_streams(trace_path(trace)) if c.resp_p == 22 and c.chunks]
+    return [c for c in streams(corpus_trace(trace)) if c.resp_p == 22 and c.chunks]
 
 
 @needs_corpus

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tls_ssh_harness import Conn, Recorder, corpus_dir, run, tcp_streams, trace_path  # noqa: E402
+from harness import Conn, Recorder, corpus_dir, corpus_trace, run, streams  # noqa: E402
 
 import analysis.protocols  # noqa: E402,F401  (registry complete)
 from analysis.logs.schema import columns  # noqa: E402
@@ -33,7 +33,7 @@ def _row(ctx: Recorder) -> dict:
 
 
 def _tls_conn(trace: str) -> Conn:
-    (c,) = [c for c in tcp_streams(trace_path(trace)) if c.chunks]
+    (c,) = [c for c in streams(corpus_trace(trace)) if c.chunks]
     return c
 
 

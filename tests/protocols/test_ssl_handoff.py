@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tls_ssh_harness import Conn, corpus_dir, run, tcp_streams, trace_path  # noqa: E402
+from harness import Conn, corpus_dir, corpus_trace, run  # noqa: E402
 
 import analysis.protocols  # noqa: E402,F401
 from analysis.protocols.base import REGISTRY  # noqa: E402
@@ -76,7 +76,7 @@ def test_engine_end_to_end(tmp_path, trace, loads, history):
 
     cfg = configure(loads, [], bare=True)
     cfg.ignore_checksums = True
-    analyze_file(trace_path(trace), tmp_path, cfg)
+    analyze_file(corpus_trace(trace), tmp_path, cfg)
     rows = list(read_tsv((tmp_path / "ssl.log").read_bytes()).rows())
     assert [r["ssl_history"] for r in rows] == [history]
     assert rows[0]["established"] is True

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tls_ssh_harness import Conn, Recorder, corpus_dir, tcp_streams, trace_path  # noqa: E402
+from harness import Conn, Recorder, corpus_dir, corpus_trace, streams  # noqa: E402
 
 import analysis.protocols  # noqa: E402,F401
 from analysis.protocols.ssh import SSHAnalyzer  # noqa: E402
@@ -74,7 +74,7 @@ def _corpus_chunks(traces):
         pytest.skip("conformance corpus not available")
     out = []
     for t in traces:
-        for c in tcp_streams(trace_path(t)):
+        for c in streams(corpus_trace(t)):
             if c.chunks:
                 out.append(c.chunks)
     return out

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from http_harness import CORPUS, Conn, RecordingContext, run_analyzer
+from harness import CORPUS, Conn, Recorder, run_trace
 
 from analysis.protocols.http import HTTPAnalyzer
 from analysis.protocols.websocket import Close, Frame, FrameParser, Payload, WebSocketAnalyzer
@@ -56,11 +56,11 @@ def test_large_frame_length():
 
 
 def _upgrade(*after, attach=True):
-    ctx = RecordingContext(Conn("Cws", "127.0.0.1", 5000, "127.0.0.1", 8888, 0.0))
+    ctx = Recorder(Conn("Cws", "127.0.0.1", 5000, "127.0.0.1", 8888, start_time=0.0))
     children = []
     if attach:
         def attach_child(name):
-            child_ctx = RecordingContext(ctx.conn)
+            child_ctx = Recorder(ctx.conn)
             child = WebSocketAnalyzer(child_ctx) if name == "websocket" else None
             children.append((name, child_ctx, child))
             return child
@@ -89,14 +89,14 @@ def test_upgrade_logs_websocket_and_parses_inner_http():
     assert row.client_protocols == ["v1", "v2"]
     assert row.client_extensions == ["permessage-deflate; client_max_window_bits"]
     # the inner HTTP shares the transaction state: its reply lands on the 101 row (Zeek 9)
-    rows = sorted(ctx.rows(), key=lambda r: r.trans_depth)
+    rows = sorted(ctx.rows("http"), key=lambda r: r.trans_depth)
     assert [(r.host, r.uri, r.status_code) for r in rows] == [("h:8888", "/chat", 301), ("inner", "/", None)]
 
 
 def test_disabled_websocket_stops_parsing():
     ctx, children = _upgrade((True, frame(b"GET / HTTP/1.1\r\nHost: inner\r\n\r\n")), attach=False)
     assert children == []
-    [row] = ctx.rows()
+    [row] = ctx.rows("http")
     assert (row.uri, row.status_code) == ("/chat", 101)
     assert ctx.rows("websocket") == []
 
@@ -116,7 +116,7 @@ def test_websocket_log_conformance(case, tmp_path):
 
     from analysis.logs.files import DirectoryLogSink
     sink = DirectoryLogSink(tmp_path, "tsv")
-    for ctx in run_analyzer(HTTPAnalyzer, CORPUS / "zeek" / case["trace"]):
+    for ctx in run_trace(HTTPAnalyzer, CORPUS / "zeek" / case["trace"], udp=False, marks=True, detach=False):
         for path, rec in ctx.logs:
             sink.write(path, rec)
     sink.flush()

@@ -3,18 +3,11 @@ plus the file columns of entities.zeek)."""
 
 from __future__ import annotations
 
-from analysis.logs.schema import (Addr, Count, LogRecord, Port, String, Time, field, log_stream,
-                                  set_of, vector_of)
+from analysis.logs.schema import ConnIdRecord, Count, String, field, log_stream, set_of, vector_of
 
 
 @log_stream("http")
-class HTTPInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class HTTPInfo(ConnIdRecord, kw_only=True):
     trans_depth: Count
     method: String | None = None
     host: String | None = None

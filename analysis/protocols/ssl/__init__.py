@@ -18,7 +18,9 @@ from dataclasses import dataclass, field as dc_field
 
 import msgspec
 
-from analysis.logs.schema import Addr, Bool, Count, LogRecord, Port, String, Time, field, log_stream, vector_of
+from analysis.logs.schema import (
+    Bool, ConnIdRecord, Count, LogRecord, String, Time, field, log_stream, vector_of,
+)
 from analysis.protocols.base import Analyzer, AnalyzerContext, AnalyzerSpec, register
 from analysis.protocols.ssl import consts as K
 from analysis.protocols.ssl import parser as P
@@ -29,13 +31,7 @@ __all__ = ["SSLInfo", "SSLOptions", "SSLAnalyzer", "DTLSAnalyzer", "ssl_record_t
 
 
 @log_stream("ssl")
-class SSLInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class SSLInfo(ConnIdRecord, kw_only=True):
     version: String | None = None
     cipher: String | None = None
     curve: String | None = None
