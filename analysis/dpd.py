@@ -38,9 +38,12 @@ class AnalyzerManager:
     """Engine-wide analyzer state: enabled specs, options objects, expectations."""
 
     def __init__(self, config, table, log_sink, event_sink, specs: dict[str, AnalyzerSpec] | None = None) -> None:
-        from analysis.protocols import REGISTRY
-
-        registry = REGISTRY if specs is None else specs
+        if specs is not None:
+            registry = specs
+        elif config.analyzers is not None and not config.analyzers:
+            registry = {}          # conn-only run: the protocol modules are not even imported
+        else:
+            from analysis.protocols import REGISTRY as registry
         self.cfg = config
         self.table = table
         self.log_sink = log_sink

@@ -13,6 +13,11 @@ in the decoder's first pass; with checksums verified (Zeek's default) it runs in
 pass, after the batch's vectorised checksum check, and a frame with a bad checksum is decoded
 on the general path (which logs the weird).  ``tests/test_fastpath.py`` asserts identical logs
 with the path on and off.
+
+``AnalysisConfig.fast_path`` None (the default) turns it on only when checksums are ignored:
+with verification the second-pass deferral means connections established within a batch are
+not yet indexed when the batch is scanned, and measured on the mixed benchmark trace the path
+then costs more (index upkeep) than it saves.  ``fast_path=True`` forces it on.
 """
 
 from __future__ import annotations

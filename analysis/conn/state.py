@@ -60,6 +60,19 @@ class Endpoint:
 
 TRANSPORT = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
 
+_SHARED_INTS: dict[int, int] = {}
+
+
+def shared_int(v: int) -> int:
+    """One shared object per value for per-connection bit sets (history masks take few values;
+    each private int would cost 28 bytes per connection)."""
+    got = _SHARED_INTS.get(v)
+    if got is None:
+        if len(_SHARED_INTS) < 65536:
+            _SHARED_INTS[v] = v
+        return v
+    return got
+
 
 class Connection:
     """One tracked connection.  ``analyzer`` is the slot protocol analyzers attach to (in practice

@@ -17,6 +17,7 @@ from socket import inet_aton as _aton
 from analysis.conn import tcp as _tcp
 from analysis.conn.record import ConnInfo, conn_record_type
 from analysis.conn.tcp import _fast
+from analysis.conn.state import shared_int
 from analysis.conn.state import F_ACTIVE, F_INDEXED, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP, F_WEIRD, H_DATA, Connection, Endpoint
 from analysis.conn.uid import UidGenerator
 from analysis.dpd import TUNNEL_SERVICES, add_service
@@ -161,12 +162,12 @@ class ConnTable:
             n = p.payload_len
             if is_orig:
                 if not c.hist_seen & H_DATA:
-                    c.hist_seen |= H_DATA
+                    c.hist_seen = shared_int(c.hist_seen | H_DATA)
                     c.history = _intern(c.history + "D")
                 c.orig_size = n if c.orig_size < 0 else c.orig_size + n
             else:
                 if not c.hist_seen & 0x100000:
-                    c.hist_seen |= 0x100000
+                    c.hist_seen = shared_int(c.hist_seen | 0x100000)
                     c.history = _intern(c.history + "d")
                 c.resp_size = n if c.resp_size < 0 else c.resp_size + n
             if c.analyzer is not None and n:
@@ -282,7 +283,7 @@ class ConnTable:
             c.flags = (f & ~(F_SEEN_ORIG | F_SEEN_RESP)) | seen
         # the letters already earned change sides with the endpoints; "^" marks the flip
         hs = c.hist_seen
-        c.hist_seen = ((hs & 0xFFFF) << 16) | (hs >> 16)
+        c.hist_seen = shared_int(((hs & 0xFFFF) << 16) | (hs >> 16))
         c.history = _intern("^" + c.history.swapcase())
 
     def _expired(self, c: Connection, now: float) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from analysis.conn.state import shared_int
 from analysis.conn.state import (
     F_T_ATTEMPT, F_T_DELETE, CLOSED, ESTABLISHED, F_ACTIVE, F_CLOSE_DEFERRED, F_PARTIAL, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP,
     F_WEIRD, H_ACK, H_DATA, H_FIN, H_FIN_RST, H_MULTI, H_RST, H_SYN, INACTIVE, PARTIAL, RESET, RESP_SHIFT,
@@ -40,7 +41,7 @@ def check_history(c, mask: int, code: str, is_orig: bool) -> bool:
         code = code.lower()
     if c.hist_seen & mask:
         return True
-    c.hist_seen |= mask
+    c.hist_seen = shared_int(c.hist_seen | mask)
     c.history = _intern(c.history + code)
     return False
 
@@ -326,12 +327,12 @@ def _fast(table, c, ep, peer, is_orig: bool, ts: float, seq: int, ack: int, win:
     if length:
         mask = H_DATA if is_orig else H_DATA << RESP_SHIFT
         if not c.hist_seen & mask:
-            c.hist_seen |= mask
+            c.hist_seen = shared_int(c.hist_seen | mask)
             c.history = _intern(c.history + ("D" if is_orig else "d"))
     else:
         mask = H_ACK if is_orig else H_ACK << RESP_SHIFT
         if not c.hist_seen & mask:
-            c.hist_seen |= mask
+            c.hist_seen = shared_int(c.hist_seen | mask)
             c.history = _intern(c.history + ("A" if is_orig else "a"))
     c.last = ts
     if ack > peer.ack_seq:
