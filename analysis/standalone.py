@@ -12,6 +12,7 @@ import argparse
 import ipaddress
 import os
 import sys
+from typing import Iterable
 
 from analysis.config import AnalysisConfig
 
@@ -39,23 +40,34 @@ def _fail(msg: str) -> int:
 
 def config_from_args(a: argparse.Namespace) -> AnalysisConfig:
     """Raises ValueError with a user-facing message on a bad option."""
+    return analysis_config(loads=a.load, redefs=a.redef, bare=a.bare, ignore_checksums=a.ignore_checksums,
+                           local_nets=a.local_nets.split(",") if a.local_nets else (), seed=a.seed)
+
+
+def analysis_config(*, loads: Iterable[str] = (), redefs: Iterable[str] = (), bare: bool = False,
+                    ignore_checksums: bool = False, local_nets: Iterable[str] = (),
+                    seed: int | None = None) -> AnalysisConfig:
+    """The engine configuration for Zeek's command-line options (``-C``, ``--load``, ``--redef``,
+    ``-b``, ``Site::local_nets``).  Public so that cluster workers build theirs the same way and a
+    cluster run of a trace means what a standalone run means.  Raises ValueError with a
+    user-facing message on a bad option."""
     from analysis.zeek_scripts import configure
 
-    cfg = configure(a.load, a.redef, bare=a.bare)
-    if a.ignore_checksums:
+    cfg = configure(list(loads), list(redefs), bare=bare)
+    if ignore_checksums:
         cfg.ignore_checksums = True
-    if a.local_nets:
-        nets = []
-        for n in a.local_nets.split(","):
-            n = n.strip()
-            if not n:
-                continue
-            try:
-                nets.append(str(ipaddress.ip_network(n, strict=False)))
-            except ValueError:
-                raise ValueError(f"--local-nets: {n!r} is not a CIDR") from None
+    nets = []
+    for n in local_nets:
+        n = n.strip()
+        if not n:
+            continue
+        try:
+            nets.append(str(ipaddress.ip_network(n, strict=False)))
+        except ValueError:
+            raise ValueError(f"--local-nets: {n!r} is not a CIDR") from None
+    if nets:
         cfg.local_nets = tuple(cfg.local_nets) + tuple(nets)
-    cfg.uid_seed = a.seed
+    cfg.uid_seed = seed
     return cfg
 
 

@@ -41,6 +41,8 @@ from broker.wire import WireError
 log = structlog.get_logger(__name__)
 
 _NOBLOCK = zmq.NOBLOCK
+_EVENTS = zmq.EVENTS
+_POLLIN = zmq.POLLIN
 ACK_TOPIC = wire.topic_bytes("batch/ack")  # frame 1 of acknowledgements
 
 
@@ -140,9 +142,10 @@ class BatchSender:
             return
         try:
             await self.flush(drain_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
-        self._closed = True
+        self._closed = True  # the pump ends on this flag even if a cancellation is lost
+        self._wake.set()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -219,11 +222,10 @@ class BatchSender:
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued batch has been acknowledged."""
-        async def _wait():
+        async with asyncio.timeout(timeout):
             while self.pending:
                 self._all_acked.clear()
                 await self._all_acked.wait()
-        await asyncio.wait_for(_wait(), timeout)
 
     # ---------------------------------------------------------------- sending
 
@@ -244,13 +246,22 @@ class BatchSender:
         return (self.topic, self.sender, wire.FMT_BATCH, wire.encode_batch(time.time(), seq, base, data))
 
     async def _pump(self) -> None:
+        """Send what the window allows, resend after ``ack_timeout`` without progress.
+
+        Ends on the ``_closed`` flag, not only by cancellation: on Python 3.11 ``wait_for`` can
+        swallow a cancel that races the wake-up, which once made ``close()`` wait forever.
+        """
         sock = self._sock
-        while True:
+        while not self._closed:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.ack_timeout / 2)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.ack_timeout / 2):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
+            if self._closed:
+                break
             self._wake.clear()
+            self._read_acks()  # before judging progress: an ack may be waiting unnoticed
             now = time.monotonic()
             if self._inflight and now - self._last_progress > self.ack_timeout:
                 try:
@@ -261,13 +272,13 @@ class BatchSender:
                     pass  # receiver away: try again after the next timeout
                 self._last_progress = now
             self._refill()
+            blocked = False
             while self._mem and len(self._inflight) < self.window and self._inflight_bytes < self.window_bytes:
                 seq, data = self._mem[0]
                 try:
                     sock.send_multipart(self._frame(seq, data), _NOBLOCK)
                 except zmq.Again:
-                    await asyncio.sleep(0.02)
-                    self._wake.set()
+                    blocked = True
                     break
                 self._mem.popleft()
                 self._mem_bytes -= len(data)
@@ -278,29 +289,47 @@ class BatchSender:
                 self._stats["sent"] += 1
                 self._room.set()
                 self._refill()
+            self._read_acks()  # a send may have consumed the edge of an ack that arrived meanwhile
+            if blocked:
+                await asyncio.sleep(0.02)
+                self._wake.set()
+
+    def _read_acks(self) -> None:
+        """Read every ack that is waiting, if any.
+
+        ZeroMQ signals readiness on an edge-triggered fd and *any* operation on the socket (our
+        sends included) may consume that edge; the ack loop's poll would then sleep on an ack
+        that has arrived.  Asking ``EVENTS`` after our own operations closes that gap.
+        """
+        if not self._closed and self._sock.get(_EVENTS) & _POLLIN:
+            self._drain_acks()
 
     async def _ack_loop(self) -> None:
+        while not self._closed:
+            await self._asock.poll(None, zmq.POLLIN)
+            self._drain_acks()
+
+    def _drain_acks(self) -> None:
+        """Receive with NOBLOCK until EAGAIN: only then will the next ack raise a new edge."""
         sock = self._sock
         while True:
-            await self._asock.poll(None, zmq.POLLIN)
-            while True:
-                try:
-                    frames = sock.recv_multipart(_NOBLOCK)
-                except zmq.Again:
-                    break
-                try:
-                    _topic, _sender, fmt, payload = wire.check_frames(frames)
-                    if fmt != wire.FMT_ACK:
-                        raise WireError("unexpected_format")
-                    _t, stream, acked = wire.decode_ack(payload)
-                except WireError as exc:
-                    self._stats["malformed"] += 1
-                    log.debug("malformed_frame", sender=self.name, reason=exc.reason)
-                    continue
-                if stream != self.stream:
-                    self._stats["stale_acks"] += 1
-                    continue
-                self._on_ack(acked)
+            try:
+                frames = sock.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                _topic, _sender, fmt, payload = wire.check_frames(frames)
+                if fmt != wire.FMT_ACK:
+                    raise WireError("unexpected_format")
+                _t, stream, acked = wire.decode_ack(payload)
+            except WireError as exc:
+                self._stats["malformed"] += 1
+                log.debug("malformed_frame", sender=self.name, reason=exc.reason)
+                continue
+            if stream != self.stream:
+                self._stats["stale_acks"] += 1
+                continue
+            self._on_ack(acked)
 
     def _on_ack(self, acked: int) -> None:
         progressed = False

@@ -92,19 +92,41 @@ _trace_argument = click.argument("trace", type=click.Path(exists=True, dir_okay=
               help="Supervisor state (default: LOGDIR/.state).")
 @click.option("--script", "scripts", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A Python analysis script to load into the workers and the manager (repeatable).")
+              help="A Python analysis script to load into every node (repeatable).")
+@click.option("-C", "--ignore-checksums", is_flag=True, help="Ignore bad checksums (Zeek's -C).")
+@click.option("--load", "loads", multiple=True, metavar="NAME", help="Load a Zeek script by name.")
+@click.option("--redef", "redefs", multiple=True, metavar="LINE",
+              help="A Zeek redef line, e.g. 'DNS::max_pending_msgs = 100'.")
+@click.option("--bare", is_flag=True, help="Like zeek -b: only the loaded scripts' logs.")
 def run(trace: Path, workers: int, loggers: int, proxies: int, logdir: Path, log_format: str,
-        local_nets: tuple[str, ...], state_dir: Path | None, scripts: tuple[Path, ...]) -> None:
+        local_nets: tuple[str, ...], state_dir: Path | None, scripts: tuple[Path, ...],
+        ignore_checksums: bool, loads: tuple[str, ...], redefs: tuple[str, ...], bare: bool) -> None:
     """Analyse TRACE with a local cluster.
 
     Runs a manager, loggers, proxies and workers on this host until the workers have read the
-    trace, then stops the rest in order so every log is written.
+    trace, then stops the rest in order so every log is written.  -C, --load, --redef and
+    --bare mean what they mean for `starling analyze`.
     """
     from cluster.run import run_command
 
+    _check_analysis_options(loads, redefs, bare)
     sys.exit(run_command(trace, workers=workers, loggers=loggers, proxies=proxies, logdir=logdir,
                          log_format=log_format, local_nets=local_nets, state_dir=state_dir,
-                         scripts=scripts))
+                         scripts=scripts, ignore_checksums=ignore_checksums, loads=loads,
+                         redefs=redefs, bare=bare))
+
+
+def _check_analysis_options(loads: Sequence[str], redefs: Sequence[str], bare: bool) -> None:
+    """Reject a bad --load/--redef (or layout loads/redefs) before any node starts, with the
+    message the workers would fail with; print what is not mapped, as `starling analyze` does."""
+    from analysis.standalone import analysis_config
+
+    try:
+        cfg = analysis_config(loads=loads, redefs=redefs, bare=bare)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    for note in cfg.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 @main.command()
@@ -154,6 +176,7 @@ def analyze(trace: Path, logdir: Path, log_format: str, ignore_checksums: bool,
 def check(layout_path: Path) -> None:
     """Validate a layout and print its expanded form."""
     layout = Layout.load(layout_path)
+    _check_analysis_options(layout.zeek_loads, layout.zeek_redefs, layout.bare)
     click.echo(layout.to_toml(), nl=False)
     for problem in layout.source_problems():
         click.echo(f"warning: {problem}", err=True)
@@ -175,6 +198,7 @@ def _start_daemon(layout: Layout, state: StateDir, nodes: Sequence[str]) -> None
     """Validate, install the expanded layout, start the supervisor; nothing starts on error."""
     from cluster.supervisor import spawn_daemon   # the CLI's cold start stays light
 
+    _check_analysis_options(layout.zeek_loads, layout.zeek_redefs, layout.bare)
     problems = layout.source_problems()
     if problems:
         raise click.ClickException("; ".join(problems))

@@ -64,6 +64,7 @@ class NodeSpec:
     port: int
     interface: str | None = None
     trace: Path | None = None
+    scripts: tuple[Path, ...] = ()     # users' Python scripts for this node only
 
     @property
     def endpoint(self) -> str:
@@ -105,6 +106,13 @@ class Layout:
     gzip_archives: bool = False
     state_dir: Path = Path("state")
     local_nets: tuple[str, ...] = ()
+    # Users' Python scripts loaded by every node, and the workers' analysis options, which mean
+    # what `starling analyze` (zeek -r) makes of -C, --load, --redef and --bare.
+    scripts: tuple[Path, ...] = ()
+    ignore_checksums: bool = False
+    zeek_loads: tuple[str, ...] = ()      # TOML key `loads` (the name `loads` is the parser's)
+    zeek_redefs: tuple[str, ...] = ()     # TOML key `redefs`
+    bare: bool = False
     source: Path | None = field(default=None, compare=False)
 
     # ---- loading -------------------------------------------------------------------------
@@ -145,7 +153,9 @@ class Layout:
               proxies: int = 1, log_dir: str | os.PathLike[str] = ".", log_format: str = "tsv",
               state_dir: str | os.PathLike[str] | None = None, local_nets: Iterable[str] = (),
               rotation_interval: float | str = 0, gzip_archives: bool = False,
-              host: str = DEFAULT_HOST, base_port: int | None = None) -> Layout:
+              host: str = DEFAULT_HOST, base_port: int | None = None,
+              scripts: Iterable[str | os.PathLike[str]] = (), ignore_checksums: bool = False,
+              loads: Iterable[str] = (), redefs: Iterable[str] = (), bare: bool = False) -> Layout:
         """A one-host layout built in memory (for ``starling run``).
 
         An existing file is a trace, otherwise the name must be a network interface of this
@@ -170,6 +180,9 @@ class Layout:
                 "state_dir": str(Path(state_dir).resolve() if state_dir else log_dir / ".state"),
                 "local_nets": list(local_nets),
                 "base_port": DEFAULT_BASE_PORT if base_port is None else base_port,
+                "scripts": [str(Path(p).resolve()) for p in scripts],
+                "ignore_checksums": ignore_checksums, "loads": list(loads), "redefs": list(redefs),
+                "bare": bare,
             },
         }
         layout = _Parser("<local layout>", "").build(data, Path.cwd())
@@ -249,16 +262,27 @@ class Layout:
                 groups.append([hub])
         return groups
 
+    def scripts_for(self, name: str) -> tuple[Path, ...]:
+        """The users' scripts node ``name`` loads: the cluster-wide ones, then its own, each once."""
+        return tuple(dict.fromkeys(self.scripts + self.node(name).scripts))
+
     def source_problems(self) -> list[str]:
-        """Traces or interfaces of nodes on this machine that are missing (before starting)."""
+        """Traces, interfaces or scripts of nodes on this machine that are missing (before starting)."""
         problems = []
-        for n in self.workers:
+        missing: dict[Path, list[str]] = {}
+        for n in self.nodes:
             if not _is_local_host(n.host):
                 continue
+            for p in self.scripts_for(n.name):
+                if not p.is_file():
+                    missing.setdefault(p, []).append(n.name)
             if n.trace is not None and not n.trace.is_file():
                 problems.append(f"{n.name}: trace {n.trace} does not exist")
             if n.interface is not None and not _local_interface(n.interface):
                 problems.append(f"{n.name}: no network interface {n.interface!r} on this machine")
+        for p, names in missing.items():
+            who = "every node" if p in self.scripts else ", ".join(names)
+            problems.append(f"{who}: script {p} does not exist")
         return problems
 
     # ---- output --------------------------------------------------------------------------
@@ -276,6 +300,11 @@ class Layout:
             f"hub = {_q(self.hub)}",
             f"hub_xsub_port = {self.hub_xsub_port}",
             f"hub_xpub_port = {self.hub_xpub_port}",
+            f"scripts = {_array(str(p) for p in self.scripts)}",
+            f"ignore_checksums = {'true' if self.ignore_checksums else 'false'}",
+            f"loads = {_array(self.zeek_loads)}",
+            f"redefs = {_array(self.zeek_redefs)}",
+            f"bare = {'true' if self.bare else 'false'}",
         ]
         for n in self.nodes:
             lines += ["", f"[nodes.{_key(n.name)}]", f"role = {_q(n.role.value)}",
@@ -284,6 +313,8 @@ class Layout:
                 lines.append(f"interface = {_q(n.interface)}")
             if n.trace is not None:
                 lines.append(f"trace = {_q(str(n.trace))}")
+            if n.scripts:
+                lines.append(f"scripts = {_array(str(p) for p in n.scripts)}")
         return "\n".join(lines) + "\n"
 
 
@@ -293,10 +324,11 @@ _CLUSTER_KEYS = {
     "log_dir": str, "log_format": str, "rotation_interval": (int, float, str),
     "gzip_archives": bool, "state_dir": str, "local_nets": list, "hub": str,
     "hub_xsub_port": int, "hub_xpub_port": int, "base_port": int,
+    "scripts": list, "ignore_checksums": bool, "loads": list, "redefs": list, "bare": bool,
 }
 _NODE_KEYS = {"role": str, "host": str, "port": int, "interface": str, "trace": str,
-              "workers": int}
-_CAPTURE_KEYS = {"interface": str, "trace": str, "workers": int, "host": str}
+              "workers": int, "scripts": list}
+_CAPTURE_KEYS = {"interface": str, "trace": str, "workers": int, "host": str, "scripts": list}
 _SHORT_KEYS = {"manager": int, "loggers": int, "proxies": int, "host": str, "capture": list}
 _TOP_KEYS = {"cluster": dict, "nodes": dict, **_SHORT_KEYS}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -347,6 +379,27 @@ class _Parser:
         if not _NAME_RE.match(name):
             raise self.fail(where, f"bad node name {name!r} (use letters, digits, '-', '_', '.')")
         return name
+
+    def strings(self, value: list, where: tuple[Any, ...], example: str, *,
+                spaces: bool = True) -> tuple[str, ...]:
+        """An array of one-line, non-empty strings (``spaces=False``: no blanks inside either)."""
+        out = []
+        for i, v in enumerate(value):
+            if not isinstance(v, str) or not v.strip():
+                raise self.fail(where, f"entry {i + 1} must be a non-empty string like {example}, "
+                                f"not {_describe(v)}")
+            v = v.strip()
+            if "\n" in v or "\r" in v or (not spaces and any(c.isspace() for c in v)):
+                raise self.fail(where, f"entry {i + 1} ({v!r}) must be "
+                                + ("one line" if spaces else "one name without blanks")
+                                + f", like {example}")
+            out.append(v)
+        return tuple(out)
+
+    def scripts(self, table: Mapping[str, Any], where: tuple[Any, ...], base_dir: Path) -> tuple[Path, ...]:
+        """``scripts = [...]``: users' Python scripts, relative to the layout file."""
+        names = self.strings(table.get("scripts", []), where + ("scripts",), '"scripts/count.py"')
+        return tuple(dict.fromkeys(_path(base_dir, n) for n in names))
 
     def host(self, value: str, where: tuple[Any, ...]) -> str:
         if not value or any(c.isspace() for c in value) or "/" in value:
@@ -429,7 +482,7 @@ class _Parser:
             port = d["port"] if d["port"] is not None else take(d["host"], d["name"],
                                                                 ("cluster", "base_port"))
             nodes.append(NodeSpec(name=d["name"], role=d["role"], host=d["host"], port=port,
-                                  interface=d["interface"], trace=d["trace"]))
+                                  interface=d["interface"], trace=d["trace"], scripts=d["scripts"]))
 
         log_format = cluster.get("log_format", "tsv")
         if log_format not in LOG_FORMATS:
@@ -457,6 +510,13 @@ class _Parser:
             gzip_archives=cluster.get("gzip_archives", False),
             state_dir=_path(base_dir, cluster.get("state_dir", "state")),
             local_nets=tuple(nets),
+            scripts=self.scripts(cluster, ("cluster",), base_dir),
+            ignore_checksums=cluster.get("ignore_checksums", False),
+            zeek_loads=self.strings(cluster.get("loads", []), ("cluster", "loads"),
+                                    '"base/protocols/dns"', spaces=False),
+            zeek_redefs=self.strings(cluster.get("redefs", []), ("cluster", "redefs"),
+                                '"DNS::max_pending_msgs = 100"'),
+            bare=cluster.get("bare", False),
         )
 
     # -- the two forms produce the same "drafts": nodes before port assignment
@@ -482,6 +542,7 @@ class _Parser:
             host = self.host(table.get("host", DEFAULT_HOST), where + ("host",))
             port = self.port(table["port"], where + ("port",)) if "port" in table else None
             iface, trace = self.source(table, role, where, base_dir)
+            scripts = self.scripts(table, where, base_dir)
             procs = 1
             if "workers" in table:
                 if role is not Role.WORKER:
@@ -495,7 +556,7 @@ class _Parser:
                     # zeekctl names the processes of one multi-process worker <name>-1, <name>-2...
                     "name": f"{name}-{i + 1}" if procs > 1 else name, "role": role, "host": host,
                     "port": None if port is None else port + i, "interface": iface,
-                    "trace": trace, "where": where, "port_where": where + ("port",),
+                    "trace": trace, "scripts": scripts, "where": where, "port_where": where + ("port",),
                 })
         return drafts
 
@@ -514,9 +575,10 @@ class _Parser:
                             "\"eth0\" (or trace = \"file.pcap\") and workers = N")
 
         def node(name: str, role: Role, where: tuple[Any, ...], node_host: str = host,
-                 iface: str | None = None, trace: Path | None = None) -> dict[str, Any]:
-            return {"name": name, "role": role, "host": node_host, "port": None,
-                    "interface": iface, "trace": trace, "where": where, "port_where": where}
+                 iface: str | None = None, trace: Path | None = None,
+                 scripts: tuple[Path, ...] = ()) -> dict[str, Any]:
+            return {"name": name, "role": role, "host": node_host, "port": None, "interface": iface,
+                    "trace": trace, "scripts": scripts, "where": where, "port_where": where}
 
         drafts = [node("manager", Role.MANAGER, ("manager",))]
         drafts += [node(f"logger-{i + 1}", Role.LOGGER, ("loggers",)) for i in range(loggers)]
@@ -529,9 +591,10 @@ class _Parser:
             self.check_keys(cap, _CAPTURE_KEYS, where)
             iface, trace = self.source(cap, Role.WORKER, where, base_dir)
             cap_host = self.host(cap.get("host", host), where + ("host",))
+            scripts = self.scripts(cap, where, base_dir)
             for _ in range(self.count(cap.get("workers", 1), where + ("workers",), 1)):
                 n += 1
-                drafts.append(node(f"worker-{n}", Role.WORKER, where, cap_host, iface, trace))
+                drafts.append(node(f"worker-{n}", Role.WORKER, where, cap_host, iface, trace, scripts))
         return drafts
 
     def source(self, table: Mapping[str, Any], role: Role, where: tuple[Any, ...],
@@ -649,6 +712,10 @@ def _path_text(where: tuple[Any, ...]) -> str:
 
 def _q(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array(items: Iterable[str]) -> str:
+    return "[" + ", ".join(_q(i) for i in items) + "]"
 
 
 def _key(s: str) -> str:

@@ -1,6 +1,6 @@
 """Front door of one node process: ``python -m cluster.node --role R --name N --layout FILE``.
 
-``STARLING_ROLE``, ``STARLING_NAME`` (or the supervisor's ``STARLING_NODE``), ``STARLING_LAYOUT``
+``STARLING_ROLE``, ``STARLING_NAME``, ``STARLING_LAYOUT`` (the supervisor sets these three)
 and ``STARLING_SCRIPTS`` (paths separated by ``:``) stand in for the options.  This is the only
 place that configures structlog for a node: JSON lines into ``<state_dir>/nodes/<name>/node.log``.
 Bad input (unknown node, wrong role, unreadable layout or script) is a one-line error and exit
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     ap = argparse.ArgumentParser(prog="python -m cluster.node", description="Run one Starling cluster node.")
     ap.add_argument("--role", choices=ROLES, default=env.get("STARLING_ROLE"))
-    ap.add_argument("--name", default=env.get("STARLING_NAME") or env.get("STARLING_NODE"))
+    ap.add_argument("--name", default=env.get("STARLING_NAME"))
     ap.add_argument("--layout", default=env.get("STARLING_LAYOUT"))
     ap.add_argument("--script", action="append", default=None, metavar="PY",
                     help="a Python script with @cluster.on handlers (repeatable)")
@@ -101,6 +101,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(str(leaf))
         structlog.get_logger("cluster.node").error("node_failed", exc_info=e)
         return _fail(f"{a.name}: {type(leaf).__name__}: {leaf}")
+    finally:
+        let_last_messages_leave()
+
+
+def let_last_messages_leave(limit: float = 2.0) -> None:
+    """Terminate ZeroMQ before the process exits.
+
+    A process that simply exits drops whatever still waits in ZeroMQ's I/O thread -- such as the
+    final statistics and the goodbye a node publishes just before it leaves (a loaded machine may
+    not schedule that thread in time).  Terminating the context honours each closed socket's
+    linger.  In a daemon thread with a bound, so a socket left open somewhere cannot hang the exit.
+    """
+    import threading
+
+    import zmq
+
+    t = threading.Thread(target=zmq.Context.instance().destroy, kwargs={"linger": 0},
+                         name="zmq-term", daemon=True)
+    t.start()
+    t.join(limit)
 
 
 def _first_leaf(e: BaseException) -> BaseException:

@@ -78,8 +78,13 @@ def _fresh_state(state_root: Path) -> None:
 def run_local(trace: str | os.PathLike[str], workers: int = 2, logdir: str | os.PathLike[str] = ".",
               fmt: str = "tsv", loggers: int = 1, proxies: int = 1, progress: bool = True, *,
               state_dir: str | os.PathLike[str] | None = None, local_nets: Iterable[str] = (),
-              scripts: Iterable[str] = (), grace: float = 10.0, console: Any = None) -> dict[str, Any]:
-    """Run the cluster over ``trace``; returns the summary (``summary["ok"]``, ``["exit_code"]``)."""
+              scripts: Iterable[str] = (), grace: float = 10.0, console: Any = None,
+              ignore_checksums: bool = False, loads: Iterable[str] = (), redefs: Iterable[str] = (),
+              bare: bool = False) -> dict[str, Any]:
+    """Run the cluster over ``trace``; returns the summary (``summary["ok"]``, ``["exit_code"]``).
+
+    ``scripts`` are loaded by every node; ``ignore_checksums``, ``loads``, ``redefs`` and ``bare``
+    configure the workers' analysis as ``starling analyze`` (zeek -r) options would."""
     import structlog
     import uvloop
 
@@ -87,7 +92,9 @@ def run_local(trace: str | os.PathLike[str], workers: int = 2, logdir: str | os.
     from cluster.supervisor import Supervisor
 
     layout = Layout.local(trace, workers=workers, loggers=loggers, proxies=proxies, log_dir=logdir,
-                          log_format=fmt, state_dir=state_dir, local_nets=tuple(local_nets))
+                          log_format=fmt, state_dir=state_dir, local_nets=tuple(local_nets),
+                          scripts=scripts, ignore_checksums=ignore_checksums, loads=loads,
+                          redefs=redefs, bare=bare)
     state = StateDir(layout.state_dir)
     state.root.mkdir(parents=True, exist_ok=True)
     with _state_lock(state):      # never clear the state of a run that is still going
@@ -100,20 +107,9 @@ def run_local(trace: str | os.PathLike[str], workers: int = 2, logdir: str | os.
     if not structlog.is_configured():
         from cluster.node import configure_logging
         configure_logging(state.log)
-    scripts = [str(Path(s).resolve()) for s in scripts]
-    saved_env = os.environ.get("STARLING_SCRIPTS")
-    if scripts:
-        os.environ["STARLING_SCRIPTS"] = os.pathsep.join(scripts)
-    try:
-        sup = Supervisor(layout, state.layout, grace=grace, serve=False)
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            summary = runner.run(_run(layout, sup, progress, console))
-    finally:
-        if scripts:
-            if saved_env is None:
-                os.environ.pop("STARLING_SCRIPTS", None)
-            else:
-                os.environ["STARLING_SCRIPTS"] = saved_env
+    sup = Supervisor(layout, state.layout, grace=grace, serve=False)   # scripts travel in the layout
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        summary = runner.run(_run(layout, sup, progress, console))
     if progress:
         print_summary(summary, console)
     return summary
@@ -125,6 +121,7 @@ async def _run(layout: Layout, sup: Any, show: bool, console: Any) -> dict[str, 
     size = os.path.getsize(layout.workers[0].trace) if layout.workers and layout.workers[0].trace else 0
     prog: dict[str, tuple[int, int | None, int]] = {}
     stats: dict[str, dict[str, Any]] = {}
+    recovered: dict[str, dict[str, Any]] = {}
 
     def on_progress(_name: str, args: list, _meta: Any) -> None:
         node, done, total, packets = args[0], args[1], args[2], args[3]
@@ -136,6 +133,7 @@ async def _run(layout: Layout, sup: Any, show: bool, console: Any) -> dict[str, 
             stats[st["node"]] = st
 
     started = time.monotonic()
+    started_wall = time.time()
     ep = Endpoint(f"starling-run-{os.getpid()}", (layout.hub_xsub, layout.hub_xpub))
     await ep.start()
     ep.subscribe(PROGRESS_TOPIC, on_progress)
@@ -149,13 +147,52 @@ async def _run(layout: Layout, sup: Any, show: bool, console: Any) -> dict[str, 
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline and not all(n.name in stats for n in layout.nodes):
             await asyncio.sleep(0.02)
+        missing = [n.name for n in layout.nodes if n.name not in stats]
+        if missing:
+            recovered = _stats_from_node_logs(layout, missing, started_wall)
+            stats.update(recovered)
     finally:
         if bar_task is not None:
             bar_task.cancel()
             await asyncio.gather(bar_task, return_exceptions=True)
         bus = ep.stats()
         await ep.close()
-    return _summary(layout, failed, stats, bus, time.monotonic() - started)
+    summary = _summary(layout, failed, stats, bus, time.monotonic() - started)
+    summary["stats_from_node_logs"] = sorted(recovered)   # final stats that missed the bus
+    return summary
+
+
+def _stats_from_node_logs(layout: Layout, names: list[str], since: float) -> dict[str, dict[str, Any]]:
+    """Final statistics of ``names`` from their own diagnostics files (``node_final_stats``).
+
+    Every node logs them right after publishing them on the bus; the bus message is sent while
+    the node is already leaving, so the file is the record that cannot get lost on the way.
+    Only lines written since ``since`` (this run) count."""
+    import json
+    from datetime import datetime
+
+    from cluster.state import StateDir
+
+    state = StateDir(layout.state_dir)
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        try:
+            lines = (state.node_dir(name) / "node.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in reversed(lines):
+            if '"node_final_stats"' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+                when = datetime.fromisoformat(rec["timestamp"]).timestamp()
+            except (ValueError, KeyError, TypeError):
+                continue
+            st = rec.get("stats")
+            if when >= since and isinstance(st, dict) and st.get("node") == name:
+                out[name] = st
+            break
+    return out
 
 
 async def _progress_bar(prog: dict[str, tuple[int, int | None, int]], total: int, console: Any) -> None:
@@ -213,7 +250,9 @@ def _summary(layout: Layout, failed: list, stats: dict[str, dict[str, Any]], run
     for f in sorted(layout.log_dir.glob("*.log")):
         rows[f.stem] = count_rows(f)
     lost = {p: sent[p] - rows.get(p, 0) for p in sent if sent[p] > rows.get(p, 0)}
-    duplicated = {p: rows[p] - sent.get(p, 0) for p in rows if rows[p] > sent.get(p, 0)}
+    # Without every node's count the sums undercount what was sent: rows would look doubled.
+    complete = all(n.name in stats for n in layout.nodes)
+    duplicated = {p: rows[p] - sent.get(p, 0) for p in rows if rows[p] > sent.get(p, 0)} if complete else {}
     if lost:
         problems.append("rows lost: " + ", ".join(f"{p} {c}" for p, c in lost.items()))
     if duplicated:
@@ -252,7 +291,9 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
 
 def run_command(trace: str | os.PathLike[str], *, workers: int = 2, loggers: int = 1, proxies: int = 1,
                 logdir: str | os.PathLike[str] = ".", log_format: str = "tsv", local_nets: Iterable[str] = (),
-                state_dir: str | os.PathLike[str] | None = None, scripts: Iterable[str] = ()) -> int:
+                state_dir: str | os.PathLike[str] | None = None, scripts: Iterable[str] = (),
+                ignore_checksums: bool = False, loads: Iterable[str] = (), redefs: Iterable[str] = (),
+                bare: bool = False) -> int:
     """What ``starling run`` does: run, print progress and the summary, return the exit status
     (0 ok, 1 something lost or a node failed, 2 bad input such as a missing trace)."""
     import sys
@@ -266,7 +307,8 @@ def run_command(trace: str | os.PathLike[str], *, workers: int = 2, loggers: int
                 raise LayoutError(f"{s}: no such script")
         summary = run_local(trace, workers=workers, logdir=logdir, fmt=log_format, loggers=loggers,
                             proxies=proxies, progress=True, state_dir=state_dir, local_nets=local_nets,
-                            scripts=scripts)
+                            scripts=scripts, ignore_checksums=ignore_checksums, loads=loads,
+                            redefs=redefs, bare=bare)
     except (LayoutError, SupervisorUnavailable) as e:   # e.g. a run already uses this state dir
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -188,7 +188,7 @@ class _Runner:
                 self.proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                     cwd=sd.node_dir(name), start_new_session=True,
-                    env=child_env({"STARLING_NODE": name, "STARLING_ROLE": self.spec.role.value,
+                    env=child_env({"STARLING_NAME": name, "STARLING_ROLE": self.spec.role.value,
                                    "STARLING_LAYOUT": str(self.sup.layout_path),
                                    "STARLING_HEARTBEAT": str(sd.heartbeat(name))}))
         except (OSError, ValueError) as e:

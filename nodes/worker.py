@@ -18,6 +18,7 @@ import structlog
 from analysis.config import AnalysisConfig
 from analysis.engine import Engine
 from analysis.sources.base import SourceError
+from analysis.standalone import analysis_config
 from cluster import api
 from cluster.frameworks import host as frameworks_host
 from cluster.layout import Role
@@ -54,13 +55,20 @@ class WorkerNode(Node):
         self.source_error: str | None = None
 
     def shard(self) -> tuple[int, int]:
-        """(index, count) among the workers that read the same trace on the same host."""
-        same = [n.name for n in self.layout.workers
-                if n.source == self.spec.source and n.host == self.spec.host]
+        """(index, count) among the workers that read the same trace, on whichever host: the
+        layout names one trace for the cluster, so workers on several hosts split it too."""
+        same = [n.name for n in self.layout.workers if n.source == self.spec.source]
         return same.index(self.name), len(same)
 
     def analysis_config(self) -> AnalysisConfig:
-        return AnalysisConfig(local_nets=tuple(self.layout.local_nets), peer=self.name)
+        """Built exactly as ``starling analyze`` builds its own, from the layout's options."""
+        lay = self.layout
+        cfg = analysis_config(loads=lay.zeek_loads, redefs=lay.zeek_redefs, bare=lay.bare,
+                              ignore_checksums=lay.ignore_checksums, local_nets=lay.local_nets)
+        cfg.peer = self.name
+        for note in cfg.notes:
+            log.info("analysis_note", node=self.name, note=note)
+        return cfg
 
     async def setup(self) -> None:
         reg = api.current().registry

@@ -122,6 +122,34 @@ def test_run_writes_the_logs_with_the_options_given(tmp_path):
     assert any(row.get("local_orig") is True for row in rows)
 
 
+def test_run_forwards_analysis_options_to_the_workers(tmp_path):
+    """`starling run --bare --load base/protocols/dns -C` means what it means for `analyze`:
+    only the loaded scripts' logs (no conn.log), rows as the standalone run writes them."""
+    import os
+    import subprocess
+    import sys
+
+    conf = Path(os.environ.get("STARLING_CONFORMANCE",
+                               Path(__file__).resolve().parents[2] / "shared" / "conformance"))
+    trace = conf / "zeek" / "traces" / "dns-spf.pcap"
+    if not trace.is_file():
+        pytest.skip(f"conformance trace {trace} not present")
+    common = ["--bare", "--load", "base/protocols/dns", "-C"]
+    sa, out = tmp_path / "sa", tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "cluster", "analyze", str(trace), "--logdir", str(sa), *common],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "cluster", "run", str(trace), "-w", "2", "--proxies", "0",
+                        "--logdir", str(out), *common], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (out / "dns.log").is_file() and not (out / "conn.log").exists()
+    assert sorted(p.name for p in out.glob("*.log")) == sorted(p.name for p in sa.glob("*.log"))
+
+    def rows(p):
+        return sorted(line.split("\t", 2)[2] for line in p.read_text().splitlines() if not line.startswith("#"))
+    assert rows(out / "dns.log") == rows(sa / "dns.log") != []
+
+
 def test_supervisor_commands_without_a_supervisor(runner, layout_file):
     args = ["--layout", str(layout_file)]
     r = runner.invoke(main, ["status", *args])

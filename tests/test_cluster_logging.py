@@ -173,6 +173,44 @@ def test_resume_restarts_a_file_created_after_the_last_commit(tmp_path):
     assert _texts(f) == ["r0", "r1", "r2"] and b"garbage" not in f.read_bytes()
 
 
+def test_resume_keeps_a_committed_file_whose_header_does_not_match(tmp_path):
+    """A committed file that does not start with the header the writer would write (here another
+    #open time) is never appended to under a wrong header, nor thrown away: its committed rows
+    were acknowledged.  It is kept under a new name and a fresh file is started."""
+    svc = LogWriterService(tmp_path)
+    ckpt = msgspec.msgpack.decode(msgspec.msgpack.encode(svc.handle(_batches(1)[0])))
+    f = tmp_path / "test_odd.log"
+    committed = f.read_bytes()
+    ckpt["test_odd"][2] += 3600.0           # the checkpoint's open time no longer matches #open
+    svc2 = LogWriterService(tmp_path)
+    svc2.resume(ckpt)
+    svc2.handle(_batches(1, start=3)[0])
+    svc2.close()
+    assert (tmp_path / "test_odd.log.1").read_bytes() == committed
+    assert _texts(f) == ["r3", "r4", "r5"] and f.read_bytes().count(b"#fields") == 1
+
+
+def test_failed_write_leaves_a_clean_row_boundary(tmp_path):
+    """After an OSError mid-write the partial rows are cut from the file and discarded from the
+    writer, so the resent batch starts on a clean line (and the header is still there)."""
+    svc = LogWriterService(tmp_path, buffer_size=1 << 20)
+    svc.handle(_batches(1)[0])
+    f = tmp_path / "test_odd.log"
+    good = f.read_bytes()
+    o = svc._files["test_odd"]
+    real = o.file
+    o.file = open("/dev/full", "wb", buffering=0)   # the disk is full now  # noqa: SIM115
+    o.writer._file = o.file
+    with pytest.raises(OSError):
+        svc.handle(_batches(1, start=3)[0])
+    o.file.close()
+    o.file = o.writer._file = real
+    assert f.read_bytes() == good
+    svc.handle(_batches(1, start=3)[0])                 # the resend
+    svc.close()
+    assert _texts(f) == [f"r{i}" for i in range(6)]
+
+
 def test_malformed_batch_is_counted_not_raised(tmp_path):
     svc = LogWriterService(tmp_path)
     svc.handle(_Batch(b"\x93garbage"))

@@ -135,3 +135,76 @@ def test_unreadable_trace_fails_the_run_with_a_clear_reason(tmp_path):
     assert not s["ok"] and s["exit_code"] != 0
     assert any("unknown file format" in p for p in s["problems"]), s["problems"]
     assert s["rows"] == {}
+
+
+def conformance_case(name: str) -> dict:
+    f = CONFORMANCE / "zeek" / "cases.json"
+    if not f.is_file():
+        pytest.skip(f"conformance corpus not present (STARLING_CONFORMANCE={CONFORMANCE})")
+    case = next((c for c in json.loads(f.read_text())["cases"] if c["test"] == name), None)
+    if case is None or not (CONFORMANCE / "zeek" / case["trace"]).is_file():
+        pytest.skip(f"conformance case {name} not present")
+    return case
+
+
+# (case, what the options must change compared with a default run of the same trace)
+OPTION_CASES = [
+    ("core.tcp-padding", "ignore_checksums"),                  # -C: bad checksums, default scripts
+    ("scripts.base.protocols.dns.spf", "bare"),                # --bare --load base/protocols/dns
+]
+
+
+@pytest.mark.parametrize("name,needs", OPTION_CASES)
+def test_analysis_options_reach_the_workers(tmp_path, name, needs):
+    """-C, --load, --redef and --bare mean in a cluster what they mean standalone: same rows,
+    2 workers; and the options matter for these traces (a default run writes something else)."""
+    from analysis.standalone import analysis_config
+
+    case = conformance_case(name)
+    trace = CONFORMANCE / "zeek" / case["trace"]
+    opts = dict(ignore_checksums=case["ignore_checksums"], loads=case["loads"], redefs=case["redefs"],
+                bare=case["bare"])
+    sa = tmp_path / "standalone"
+    analyze_file(trace, sa, analysis_config(**opts))
+    plain = tmp_path / "plain"
+    analyze_file(trace, plain)
+    if needs == "ignore_checksums":
+        assert case["ignore_checksums"]
+        assert count_rows(sa / "conn.log") > 0
+        assert log_rows(sa / "conn.log")[1] != log_rows(plain / "conn.log")[1], "-C changes nothing here"
+    else:
+        assert case["bare"] and case["loads"]
+        assert (sa / "dns.log").is_file() and not (sa / "conn.log").exists()
+        assert (plain / "conn.log").is_file()                  # without --bare conn.log is written
+    out = tmp_path / "cluster"
+    summary = run_local(trace, workers=2, logdir=out, proxies=0, progress=False, **opts)
+    assert summary["ok"], summary["problems"]
+    counts = assert_same_logs(sa, out)
+    assert sum(counts.values()) > 0
+    for log_name, n in counts.items():
+        assert summary["rows"][log_name[:-4]] == n
+
+
+def test_final_statistics_fall_back_to_the_nodes_own_log(tmp_path):
+    """A node's final statistics travel on the bus while it leaves; the summary takes them from
+    the node's diagnostics file when that message did not arrive, never from an earlier run."""
+    from cluster.layout import Layout
+    from cluster.run import _stats_from_node_logs
+    from cluster.state import StateDir
+
+    trace = tmp_path / "t.pcap"
+    trace.write_bytes(b"")
+    layout = Layout.local(trace, workers=1, proxies=1, log_dir=tmp_path / "logs")
+    d = StateDir(layout.state_dir).node_dir("proxy-1")
+    d.mkdir(parents=True)
+
+    def line(ts: str, n: int) -> str:
+        return json.dumps({"node": "proxy-1", "stats": {"node": "proxy-1", "logs": {"records": {"x": n}}},
+                           "event": "node_final_stats", "timestamp": ts})
+    (d / "node.log").write_text("\n".join([line("2026-01-01T10:00:00.000000Z", 1), "not json",
+                                           line("2026-01-01T12:00:00.500000Z", 2),
+                                           '{"event": "node_stopped"}']) + "\n")
+    since = 1767268800.0   # 2026-01-01T12:00:00Z
+    assert _stats_from_node_logs(layout, ["proxy-1", "worker-1"], since) == \
+        {"proxy-1": {"node": "proxy-1", "logs": {"records": {"x": 2}}}}
+    assert _stats_from_node_logs(layout, ["proxy-1"], since + 1) == {}     # only this run's lines

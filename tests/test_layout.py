@@ -132,6 +132,9 @@ def test_examples_in_the_docs_load():
     assert [n.name for n in full.workers] == ["worker-1-1", "worker-1-2", "worker-1-3",
                                               "worker-1-4", "worker-2"]
     assert [n.name for n in short.workers] == [f"worker-{i}" for i in range(1, 6)]
+    assert full.ignore_checksums and not full.bare and "base/protocols/dns" in full.zeek_loads
+    assert [p.name for p in full.scripts_for("worker-1-2")] == ["count.py", "eth0-only.py"]
+    assert [p.name for p in short.scripts_for("worker-4")] == ["monday.py"]
 
 
 def test_stop_order_and_hub_last(tmp_path):
@@ -238,6 +241,24 @@ BAD_CASES = [
     ('[nodes.manager]\nrole = "manager"\n[nodes.l]\nrole = "logger"\nworkers = 2\n',
      ["only workers take 'workers'"]),
     ('colour = 1\n', ["line 1", "colour", "unknown key"]),
+    ('[cluster]\nignore_checksum = true\n[nodes.manager]\nrole = "manager"\n',
+     ["line 2", "cluster.ignore_checksum", "did you mean 'ignore_checksums'"]),
+    ('[cluster]\nbare = "yes"\n[nodes.manager]\nrole = "manager"\n',
+     ["line 2", "cluster.bare", "must be true or false"]),
+    ('[cluster]\nloads = "base/protocols/dns"\n[nodes.manager]\nrole = "manager"\n',
+     ["line 2", "cluster.loads", "must be an array"]),
+    ('[cluster]\nloads = ["base/protocols/dns", "a b"]\n[nodes.manager]\nrole = "manager"\n',
+     ["line 2", "cluster.loads", "entry 2 ('a b') must be one name without blanks"]),
+    ('[cluster]\nredefs = [3]\n[nodes.manager]\nrole = "manager"\n',
+     ["line 2", "cluster.redefs", "entry 1 must be a non-empty string", "not 3 (int)"]),
+    ('[cluster]\nredefs = ["a\\nb"]\n[nodes.manager]\nrole = "manager"\n',
+     ["cluster.redefs", "must be one line"]),
+    ('[cluster]\nscripts = [""]\n[nodes.manager]\nrole = "manager"\n',
+     ["line 2", "cluster.scripts", "entry 1 must be a non-empty string"]),
+    ('[nodes.manager]\nrole = "manager"\nscripts = "x.py"\n',
+     ["line 3", "nodes.manager.scripts", "must be an array"]),
+    ('loggers = 1\n[[capture]]\ninterface = "eth0"\nscripts = [1]\n',
+     ["line 4", "capture[1].scripts", "entry 1 must be a non-empty string"]),
 ]
 
 
@@ -270,3 +291,53 @@ def test_unreadable_files(tmp_path):
             Layout.load(locked)
     finally:
         locked.chmod(0o644)
+
+
+ANALYSIS = """\
+    [cluster]
+    scripts = ["scripts/common.py"]
+    ignore_checksums = true
+    loads = ["base/protocols/dns", "policy/protocols/conn/mac-logging"]
+    redefs = ['redef FTP::logged_commands += { "USER", "PASS" };', "redef dns_max_queries=3;"]
+    bare = true
+
+    [nodes.manager]
+    role = "manager"
+    scripts = ["scripts/manager.py", "scripts/common.py"]
+
+    [nodes.w]
+    role = "worker"
+    trace = "t.pcap"
+    workers = 2
+    scripts = ["/abs/worker.py"]
+"""
+
+
+def test_scripts_and_analysis_options(tmp_path):
+    lay = Layout.load(write(tmp_path, ANALYSIS))
+    assert lay.scripts == (tmp_path / "scripts" / "common.py",)
+    assert lay.ignore_checksums and lay.bare
+    assert lay.zeek_loads == ("base/protocols/dns", "policy/protocols/conn/mac-logging")
+    assert lay.zeek_redefs[0] == 'redef FTP::logged_commands += { "USER", "PASS" };'
+    # cluster-wide first, then the node's own, each once; every process of a multi-worker has them
+    assert lay.scripts_for("manager") == (tmp_path / "scripts" / "common.py", tmp_path / "scripts" / "manager.py")
+    assert lay.scripts_for("w-2") == (tmp_path / "scripts" / "common.py", Path("/abs/worker.py"))
+    assert Layout.loads(lay.to_toml(), source=tmp_path / "again.toml") == lay   # quotes survive
+    problems = lay.source_problems()
+    assert f"every node: script {tmp_path / 'scripts' / 'common.py'} does not exist" in problems
+    assert "w-1, w-2: script /abs/worker.py does not exist" in problems
+    # defaults: nothing loaded, checksums checked, the full default configuration
+    plain = Layout.load(write(tmp_path, FULL, "plain.toml"))
+    assert (plain.scripts, plain.ignore_checksums, plain.zeek_loads, plain.zeek_redefs, plain.bare) == \
+        ((), False, (), (), False)
+
+
+def test_local_layout_carries_run_options(tmp_path):
+    trace = tmp_path / "t.pcap"
+    trace.write_bytes(b"")
+    script = tmp_path / "s.py"
+    lay = Layout.local(trace, workers=2, log_dir=tmp_path / "o", scripts=[script], ignore_checksums=True,
+                       loads=["base/protocols/dns"], redefs=["redef dns_max_queries=3;"], bare=True)
+    again = Layout.loads(lay.to_toml())
+    assert again.scripts == (script,) and again.ignore_checksums and again.bare
+    assert again.zeek_loads == ("base/protocols/dns",) and again.zeek_redefs == ("redef dns_max_queries=3;",)

@@ -33,7 +33,7 @@ mode, role, name = sys.argv[1], sys.argv[2], sys.argv[3]
 modes = dict(m.split("=") for m in os.environ.get("FAKE_MODES", "").split(",") if m)
 mode = modes.get(name, mode)
 record = os.environ.get("FAKE_RECORD")
-print("fake node", role, name, mode, os.environ.get("STARLING_NODE"), flush=True)
+print("fake node", role, name, mode, os.environ.get("STARLING_NAME"), flush=True)
 
 def on_term(*_):
     if record:

@@ -13,13 +13,17 @@ from typing import BinaryIO, Callable, Iterable
 
 from analysis.logs.schema import Column, LogRecord, columns
 
-__all__ = ["LogWriteError", "LogWriter"]
+__all__ = ["LogHeaderMismatch", "LogWriteError", "LogWriter"]
 
 RowFunction = Callable[[LogRecord], str]
 
 
 class LogWriteError(ValueError):
     """Records that could not be formatted (wrong value types); the other records were written."""
+
+
+class LogHeaderMismatch(LogWriteError):
+    """An existing file cannot be continued: its header is not the one this writer would write."""
 
 
 class LogWriter:
@@ -36,9 +40,16 @@ class LogWriter:
         return ""
 
     def __init__(self, out: BinaryIO | str | os.PathLike, path: str, record_type: type[LogRecord], *,
-                 open_time: float | None = None, buffer_size: int = 1 << 16) -> None:
+                 open_time: float | None = None, buffer_size: int = 1 << 16, append: bool = False) -> None:
         """``out``: an open binary file (the caller keeps ownership) or a file name (opened here,
-        truncated, closed by :meth:`close`).  ``open_time`` defaults to the wall clock."""
+        closed by :meth:`close`).  ``open_time`` defaults to the wall clock.
+
+        ``append=False`` starts a new file (a named file is truncated) with a header.
+        ``append=True`` continues an existing file without a second header: it must already start
+        with exactly the header this writer would write (same columns, types and ``open_time``),
+        else :class:`LogHeaderMismatch`.  Rows go to the end of a named file, or to the current
+        position of an open one (a caller that cut an uncommitted tail has positioned it there).
+        """
         self.path = path
         self.record_type = record_type
         self.columns: tuple[Column, ...] = columns(record_type)
@@ -48,20 +59,66 @@ class LogWriter:
         self._buffer_size = buffer_size
         self._pending: list[str] = []
         self._pending_chars = 0
+        self._pending_records = 0
+        self._head_pending = False  # the header is queued but not yet handed to the file
         self._row_functions: dict[type, RowFunction] = {}
         self._row = self._row_function(record_type)  # fail before creating any file
+        head = self._header()
         if isinstance(out, (str, os.PathLike)):
-            self._file: BinaryIO = open(out, "wb")  # noqa: SIM115 - closed in close()
+            self._file: BinaryIO = open(out, "r+b" if append else "wb")  # noqa: SIM115 - closed in close()
             self._owns_file = True
             self.filename: str | None = os.fspath(out)
+            if append:
+                self._file.seek(0, os.SEEK_END)
         else:
             self._file = out
             self._owns_file = False
             self.filename = getattr(out, "name", None)
-        head = self._header()
+        if append:
+            try:
+                self._check_header(head)
+            except BaseException:
+                if self._owns_file:
+                    self._file.close()
+                raise
+        elif head:
+            self._queue_header(head)
+
+    def _queue_header(self, head: str) -> None:
+        self._pending.append(head.rstrip("\n"))
+        self._pending_chars += len(head)
+        self._head_pending = True
+
+    def _check_header(self, head: str) -> None:
+        """Compare the start of the file with ``head``, keeping the file position."""
+        want = head.encode("utf-8")
+        if not want:
+            return
+        f = self._file
+        pos = f.tell()
+        try:
+            f.seek(0)
+            have = f.read(len(want))
+        finally:
+            f.seek(pos)
+        if have != want:
+            raise LogHeaderMismatch(f"{self.path}: {self.filename or 'file'} does not start with this "
+                                    "writer's header (other columns, types or open time); not appending")
+
+    def discard(self) -> int:
+        """Drop the rows buffered since the last successful hand-over to the file, e.g. after a
+        failed write whose partial output the caller cut off; returns how many were dropped.  A
+        header that never reached the file stays queued, so a new file still gets one."""
+        n = self._pending_records
+        head = self._header() if self._head_pending else ""
+        self._pending.clear()
+        self._pending_chars = 0
+        self._pending_records = 0
+        self.records_written -= n
+        self._head_pending = False
         if head:
-            self._pending.append(head.rstrip("\n"))
-            self._pending_chars += len(head)
+            self._queue_header(head)
+        return n
 
     def _row_function(self, record_type: type) -> RowFunction:
         fn = self._row_functions.get(record_type)
@@ -84,6 +141,7 @@ class LogWriter:
             raise LogWriteError(f"{self.path}: record not written: {type(record).__name__}: {e!r}") from None
         self._pending.append(line)
         self.records_written += 1
+        self._pending_records += 1
         self._pending_chars += len(line) + 1
         if self._pending_chars >= self._buffer_size:
             self._drain()
@@ -114,6 +172,7 @@ class LogWriter:
         chunk = "\n".join(lines)
         self._pending.append(chunk)
         self.records_written += len(lines)
+        self._pending_records += len(lines)
         self._pending_chars += len(chunk) + 1
         if self._pending_chars >= self._buffer_size:
             self._drain()
@@ -121,9 +180,14 @@ class LogWriter:
     def _drain(self) -> None:
         if self._pending:
             self._pending.append("")  # the last line's newline
-            self._file.write("\n".join(self._pending).encode("utf-8"))
+            try:
+                self._file.write("\n".join(self._pending).encode("utf-8"))
+            finally:
+                self._pending.pop()  # the newline marker; the rows stay until written or discarded
             self._pending.clear()
             self._pending_chars = 0
+            self._pending_records = 0
+            self._head_pending = False
 
     def flush(self) -> None:
         """Hand everything buffered to the OS."""

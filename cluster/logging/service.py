@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, Callable
 
 import structlog
 
-from analysis.logs.base import LogWriteError, LogWriter
+from analysis.logs.base import LogHeaderMismatch, LogWriteError, LogWriter
 from analysis.logs.files import WRITERS
 from cluster.logging.codec import BatchError, LogDecoder
 
@@ -142,15 +142,18 @@ class LogWriterService:
             if st.st_ino == ino and st.st_size >= off:
                 f.truncate(off)
                 f.seek(off)
-                w = self._writer_class(f, path, record_type, open_time=open_time,
-                                       buffer_size=self._buffer_size)
-                # The file already has its header: drop the one the new writer queued.
-                w._pending.clear()
-                w._pending_chars = 0
-                o = _Open(w, f, fn, ino, open_time)
-                self._files[path] = o
-                return o
-            f.close()
+                try:   # continue the file under its own header, without writing a second one
+                    w = self._writer_class(f, path, record_type, open_time=open_time,
+                                           buffer_size=self._buffer_size, append=True)
+                except LogHeaderMismatch as e:
+                    f.close()
+                    self._set_aside(fn, str(e))
+                else:
+                    o = _Open(w, f, fn, ino, open_time)
+                    self._files[path] = o
+                    return o
+            else:
+                f.close()
         open_time = self._reopened.pop(path, None) or self._clock()
         f = open(fn, "wb")  # noqa: SIM115 - closed in _close
         try:
@@ -161,6 +164,16 @@ class LogWriterService:
         o = _Open(w, f, fn, os.fstat(f.fileno()).st_ino, open_time)
         self._files[path] = o
         return o
+
+    @staticmethod
+    def _set_aside(fn: str, why: str) -> None:
+        """Keep a committed file that cannot be continued (its rows were acknowledged) under a
+        new name instead of overwriting it; a fresh file with a fresh header takes its place."""
+        n = 1
+        while os.path.exists(f"{fn}.{n}"):
+            n += 1
+        os.replace(fn, f"{fn}.{n}")
+        log.warning("log_resume_header_mismatch", file=fn, kept_as=f"{fn}.{n}", error=why)
 
     def handle(self, batch: Any) -> dict[str, list]:
         """BatchReceiver handler: write one batch, flush it, return the checkpoint."""
@@ -188,8 +201,7 @@ class LogWriterService:
             o.writer.flush()
         except OSError:
             # Cut the partial write so the resent batch starts on a clean row boundary.
-            o.writer._pending.clear()
-            o.writer._pending_chars = 0
+            o.writer.discard()
             o.file.truncate(before)
             o.file.seek(before)
             raise

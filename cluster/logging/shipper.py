@@ -15,14 +15,12 @@ import time
 from typing import Any, Callable
 
 import structlog
-import zmq
 
 from analysis.logs.schema import LogRecord
 from cluster.logging.codec import LogEncoder
 from cluster.pools import hrw_pick
 
 log = structlog.get_logger(__name__)
-_EVENTS = zmq.EVENTS
 
 __all__ = ["LogShipper", "logger_for"]
 
@@ -96,25 +94,11 @@ class LogShipper:
 
     def tick(self) -> None:
         """Ship streams whose oldest pending record has waited ``max_delay``."""
-        self._nudge()
         if not self._since:
             return
         limit = self._clock() - self.max_delay
         for path in [p for p, t in self._since.items() if t <= limit]:
             self._ship(path)
-
-    def _nudge(self) -> None:
-        # WORKAROUND (broker/reliable.py, reported): BatchSender sends on a plain shadow of its
-        # DEALER while its ack loop awaits the asyncio socket; a send can consume the fd's edge
-        # so an arrived ack stays unread until another one comes (seen: 17 s, ~500 resends).
-        # Reading EVENTS through the asyncio socket makes pyzmq re-check and wake that poll.
-        for s in self.senders.values():
-            asock = getattr(s, "_asock", None)
-            if asock is not None and s.pending and not getattr(s, "_closed", False):
-                try:
-                    asock.get(_EVENTS)
-                except Exception:  # noqa: BLE001 - a closed socket; nothing to wake
-                    pass
 
     def flush(self) -> None:
         for path in list(self._pending):
@@ -133,11 +117,11 @@ class LogShipper:
         import asyncio
 
         self.flush()
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(s.flush() for s in self.senders.values())), timeout)
+        try:   # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a racing cancellation
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(s.flush() for s in self.senders.values()))
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def stats(self) -> dict[str, Any]:

@@ -215,3 +215,37 @@ async def test_malformed_frames_on_router_and_dealer(tmp_path):
             await tx.close(drain_timeout=0.1)
     finally:
         fake.close(0)
+
+
+async def test_acks_are_read_while_the_sender_keeps_sending(tmp_path, procs):
+    """Sending on the DEALER may consume the readiness edge an arrived ack raised; the sender must
+    still read that ack at once.  With a 30 s ack timeout a missed ack shows as a stall (and any
+    resend as a count): neither may happen while a receiver acknowledges everything."""
+    addr = f"ipc://{tmp_path}/rx"
+    out = str(tmp_path / "out.txt")
+    procs.start("bus_receiver.py", "--bind", addr, "--state", str(tmp_path / "state"), "--out", out)
+    async with BatchSender("w1", addr, policy="drop", window=8, ack_timeout=30.0, max_queue=100_000) as tx:
+        n = 0
+        t0 = time.monotonic()
+        for _round in range(400):
+            for _ in range(10):
+                tx.put(msgpack.packb([n]))
+                n += 1
+            await asyncio.sleep(0)  # let the pump send while acks arrive
+        await tx.flush(10)
+        elapsed = time.monotonic() - t0
+        st = tx.stats()
+    assert [int(r[2]) for r in read_records(out)] == list(range(n))
+    assert st["resent"] == 0 and st["acked"] == n
+    assert elapsed < 10, f"acks were not read promptly: {elapsed:.1f} s for {n} batches"
+
+
+async def test_close_is_prompt_when_a_wake_coincides_with_cancellation(tmp_path):
+    """On 3.11 ``asyncio.wait_for`` may swallow a cancellation that races its inner future: close()
+    must not depend on cancelling the pump (it once hung forever here)."""
+    addr = f"ipc://{tmp_path}/nobody"
+    for i in range(200):
+        tx = await BatchSender(f"w{i}", addr, policy="drop", ack_timeout=0.2).start()
+        await asyncio.sleep(0)
+        tx.put(b"x")            # sets the wake event in the same loop turn as close() cancels
+        await asyncio.wait_for(tx.close(drain_timeout=0), 5)
