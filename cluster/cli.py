@@ -120,9 +120,11 @@ def _check_analysis_options(loads: Sequence[str], redefs: Sequence[str], bare: b
     """Reject a bad --load/--redef (or layout loads/redefs) before any node starts, with the
     message the workers would fail with; print what is not mapped, as `starling analyze` does."""
     from analysis.standalone import analysis_config
+    from cluster.frameworks import POLICY_SCRIPTS
 
     try:
-        cfg = analysis_config(loads=loads, redefs=redefs, bare=bare)
+        cfg = analysis_config(loads=[n for n in loads if n.removesuffix(".zeek") not in POLICY_SCRIPTS],
+                              redefs=redefs, bare=bare)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     for note in cfg.notes:
@@ -159,8 +161,12 @@ def analyze(trace: Path, logdir: Path, log_format: str, ignore_checksums: bool,
     argv += ["--bare"] if bare else []
     argv += ["--local-nets", local_nets] if local_nets else []
     argv += ["--seed", str(seed)] if seed is not None else []
+    from cluster.frameworks import POLICY_SCRIPTS, scripts_for_loads
+
+    scripts = (*scripts, *scripts_for_loads(loads))   # policy scripts we implement as frameworks
     for name in loads:
-        argv += ["--load", name]
+        if name.removesuffix(".zeek") not in POLICY_SCRIPTS:
+            argv += ["--load", name]
     for line in redefs:
         argv += ["--redef", line]
     if scripts:   # [frameworks] the same run with the scripts' handlers and the frameworks' local backend

@@ -33,6 +33,7 @@ from broker.reliable import BatchSender
 from cluster import api
 from cluster.layout import Layout, Role
 from cluster.logging.shipper import LogShipper
+from cluster.frameworks import scripts_for_loads
 from cluster.frameworks.host import TICK as FRAMEWORK_TICK  # [frameworks] see _tick_loop
 
 log = structlog.get_logger(__name__)
@@ -82,7 +83,9 @@ class Node:
         self.name = name
         self.endpoints = layout.endpoints(name)
         # The layout's scripts (cluster-wide, then this node's), then any given on the command line.
-        self.scripts = list(dict.fromkeys([*map(str, layout.scripts_for(name)), *map(str, scripts)]))
+        # Zeek policy scripts among the layout's loads (e.g. policy/misc/scan) come as framework scripts.
+        self.scripts = list(dict.fromkeys([*map(str, layout.scripts_for(name)),
+                                           *scripts_for_loads(layout.zeek_loads), *map(str, scripts)]))
         self.heartbeat_file = heartbeat_file
         self.state_dir = Path(layout.state_dir)
         self.hub: Hub | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -78,7 +79,7 @@ class ParsedLog:
 
 def read_tsv(source: str | os.PathLike | bytes) -> ParsedLog:
     """Parse a Zeek ASCII log given as a file name or as its bytes."""
-    data = source if isinstance(source, bytes) else open(source, "rb").read()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     log = ParsedLog()
     for line in data.split(b"\n"):
         if not line:
@@ -103,5 +104,5 @@ def read_tsv(source: str | os.PathLike | bytes) -> ParsedLog:
 
 def read_json(source: str | os.PathLike | bytes) -> list[dict[str, Any]]:
     """Parse a JSON-lines log: one dict per non-empty line."""
-    data = source if isinstance(source, bytes) else open(source, "rb").read()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     return [json.loads(line) for line in data.split(b"\n") if line.strip()]
