@@ -62,8 +62,13 @@ class AnalyzerManager:
                 if port[1] in s.transports:
                     self.by_port[port] = self.by_port.get(port, ()) + (s,)
         self.dpd: dict[str, tuple[AnalyzerSpec, ...]] = {
-            t: tuple(s for s in self.specs.values() if t in s.transports and (s.dpd_orig or s.dpd_resp))
+            t: tuple(s for s in self.specs.values() if t in s.transports and (s.dpd_orig or s.dpd_resp or s.dpd_orig_only))
             for t in ("tcp", "udp")}
+        # per spec name: (orig-only, orig, resp) match callables or None, made once
+        self.matchers: dict[str, tuple] = {
+            s.name: (s, _matcher(s.dpd_orig_only), _matcher(s.dpd_orig), _matcher(s.dpd_resp))
+            for ss in self.dpd.values() for s in ss}
+        self._rest: dict[tuple[int, str], tuple] = {}    # port -> DPD candidates minus port specs
         self.buffer_size = config.dpd_buffer_size
         self.cap = config.reassembly_buffer_cap
         self.strict = config.strict_analyzers
@@ -75,14 +80,17 @@ class AnalyzerManager:
         t = c.transport
         if t != "tcp" and t != "udp":
             return None
-        specs = self.by_port.get((c.resp_p, t), ())
+        pk = (c.resp_p, t)
+        specs = self.by_port.get(pk, ())
+        plain = True
         if self._expected:
             exp = self._expectation(c, t)
             if exp is not None:
                 add_service(c, exp)
                 s = self.specs.get(exp)
-                if s is not None and s not in specs and t in s.transports:
+                if s is not None and all(s is not x for x in specs) and t in s.transports:
                     specs = specs + (s,)
+                    plain = False
         cands = self.dpd[t]
         if t == "tcp" and not self.cfg.dpd_reassemble_first_packets and not specs:
             cands = ()     # no reassembly for the first packets: content detection has no stream
@@ -92,7 +100,13 @@ class AnalyzerManager:
         for s in specs:
             ca._start(s)
         if cands:
-            ca._begin_dpd(tuple(s for s in cands if s not in specs))
+            rest = self._rest.get(pk) if plain else None
+            if rest is None:
+                m = self.matchers
+                rest = tuple(m[s.name] for s in cands if all(s is not x for x in specs))
+                if plain:
+                    self._rest[pk] = rest
+            ca._begin_dpd(rest)
         return ca
 
     def expect(self, orig_h, resp_h, resp_p, service, proto, timeout) -> None:
@@ -109,6 +123,15 @@ class AnalyzerManager:
         if len(self._expected) > 4096:
             self._expected = {k: v for k, v in self._expected.items() if v[1] >= now}
         return None
+
+
+def _matcher(patterns: tuple):
+    """One callable for a pattern tuple: any of them matches at offset 0; None for none."""
+    if not patterns:
+        return None
+    if len(patterns) == 1:
+        return patterns[0].match
+    return lambda buf: any(p.match(buf) for p in patterns)
 
 
 class _ConnView:
@@ -172,6 +195,11 @@ class _Ctx:
     def violation(self, reason: str) -> None:
         self._ca._detach(self, reason)
 
+    def disable(self) -> None:
+        """Zeek's ``disable_analyzer``: this analyzer gets no more ``data``/``gap``/``eof`` (its
+        ``done`` still comes at removal); no violation, the service stays."""
+        self._ca._disable(self)
+
     def add_history(self, letter: str) -> None:
         c = self._ca.c
         if letter not in c.history:
@@ -205,7 +233,7 @@ class _Ctx:
 class ConnAnalyzers(TCPReassembler):
     """Everything analysis-related of one connection; the table calls it per payload packet."""
 
-    __slots__ = ("m", "c", "live", "_view", "dpd", "_done")
+    __slots__ = ("m", "c", "live", "_view", "dpd", "_done", "_idle")
 
     def __init__(self, m: AnalyzerManager, c) -> None:
         super().__init__(m.cap)
@@ -215,6 +243,7 @@ class ConnAnalyzers(TCPReassembler):
         self._view = None
         self.dpd = None                   # [candidates, orig buf, resp buf, replay list, size]
         self._done = False
+        self._idle = False                # no analyzer wants bytes any more: nothing reassembled
 
     def view(self) -> _ConnView:
         v = self._view
@@ -224,13 +253,21 @@ class ConnAnalyzers(TCPReassembler):
 
     # -- the table's entry points -----------------------------------------------------------------
     def __call__(self, is_orig: bool, seq: int, payload, ts: float) -> None:
+        if self._idle:
+            return
         if seq < 0:         # UDP: one datagram
             self._deliver(is_orig, payload if type(payload) is bytes else bytes(payload), ts)
         else:
             self.segment(is_orig, seq, payload, ts)
 
+    def ack(self, is_orig: bool, up_to: int, ts: float) -> None:
+        if not self._idle:
+            TCPReassembler.ack(self, is_orig, up_to, ts)
+
     def eof(self, is_orig: bool, ts: float) -> None:
         """The ``is_orig`` side's FIN was reached in sequence space."""
+        if self._idle:
+            return
         self.flush(is_orig, ts)
         for x in self.live:
             if not x.dead and not x.muted:
@@ -241,8 +278,9 @@ class ConnAnalyzers(TCPReassembler):
         if self._done:
             return
         self._done = True
-        self.flush(True, ts)
-        self.flush(False, ts)
+        if not self._idle:
+            self.flush(True, ts)
+            self.flush(False, ts)
         self.dpd = None
         for x in self.live:
             if not x.finished:
@@ -269,6 +307,7 @@ class ConnAnalyzers(TCPReassembler):
         for x in self.live:
             if not x.dead and not x.muted:
                 self._call(x, x.analyzer.gap, is_orig, length, ts)
+        self._check_idle()
 
     def _call(self, x: _Ctx, fn, *args) -> None:
         try:
@@ -304,6 +343,19 @@ class ConnAnalyzers(TCPReassembler):
                 if self.m.strict:
                     raise
                 self.m.errors += 1
+        self._check_idle()
+
+    def _disable(self, x: _Ctx) -> None:
+        x.muted = True
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        """With no analyzer left to feed and content detection over, stop reassembling: the
+        table still does conn.log's sequence and gap accounting itself."""
+        if self.dpd is None and all(y.dead or y.muted for y in self.live):
+            self._idle = True
+            self.segs_o = self.segs_r = None
+            self.buffered = 0
 
     def _hand_off(self, parent: _Ctx, name: str, pending: bytes, is_orig: bool) -> bool:
         spec = self.m.specs.get(name)
@@ -313,8 +365,7 @@ class ConnAnalyzers(TCPReassembler):
         if self._has(name):
             return True
         if self.dpd is not None:
-            cands = tuple(s for s in self.dpd[0] if s.name != name)
-            self.dpd[0] = cands
+            self.dpd[0] = tuple(e for e in self.dpd[0] if e[0].name != name)
         x = self._start(spec)
         if pending:
             self._call(x, x.analyzer.data, is_orig, bytes(pending), self.m.table.now)
@@ -331,31 +382,42 @@ class ConnAnalyzers(TCPReassembler):
         return x.analyzer
 
     # -- content detection (PIA) ------------------------------------------------------------------
-    def _begin_dpd(self, cands: tuple[AnalyzerSpec, ...]) -> None:
+    def _begin_dpd(self, cands: tuple) -> None:
+        """``cands``: the candidates' :attr:`AnalyzerManager.matchers` entries."""
         if cands:
             self.dpd = [cands, b"", b"", [], 0]
 
     def _match(self, is_orig: bool, data: bytes, ts: float) -> None:
         d = self.dpd
         limit = self.m.buffer_size
+        grew = False
         if is_orig:
             if len(d[1]) < limit:
                 d[1] = (d[1] + data)[:limit]
+                grew = True
         elif len(d[2]) < limit:
             d[2] = (d[2] + data)[:limit]
+            grew = True
         d[3].append((is_orig, data, ts))
         d[4] += len(data)
         ob, rb = d[1], d[2]
         matched = []
-        for s in d[0]:
-            if s.dpd_orig and not (ob and any(p.match(ob) for p in s.dpd_orig)):
-                continue
-            if s.dpd_resp and not (rb and any(p.match(rb) for p in s.dpd_resp)):
-                continue
-            matched.append(s)
+        if grew:                  # the patterns see only the two buffers: unchanged, no new match
+            for e in d[0]:
+                s, oo, o, r = e
+                if oo is not None and ob and oo(ob):
+                    matched.append(e)
+                    continue
+                if o is not None and not (ob and o(ob)):
+                    continue
+                if r is not None and not (rb and r(rb)):
+                    continue
+                if o is None and r is None:
+                    continue      # only orig-only patterns, and they did not match
+                matched.append(e)
         if matched:
-            d[0] = tuple(s for s in d[0] if s not in matched)
-            for s in matched:
+            d[0] = tuple(e for e in d[0] if e not in matched)
+            for s, _, _, _ in matched:
                 if self._has(s.name):
                     continue
                 x = self._start(s)
@@ -365,3 +427,4 @@ class ConnAnalyzers(TCPReassembler):
                     self._call(x, x.analyzer.data, io, chunk, t)
         if self.dpd is d and (not d[0] or d[4] >= limit):
             self.dpd = None       # dpd_match_only_beginning: the buffer is full, stop looking
+            self._check_idle()

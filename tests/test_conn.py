@@ -365,3 +365,12 @@ def test_synack_answered_by_rst_is_not_flipped():
     r = Run(cfg).feed(pkt(1.0, SV, C, 9000, 40000, S | A, 5000, 1001), pkt(1.1, C, SV, 40000, 9000, R, 1001)).one()
     assert (r.orig_h, r.orig_p) == (SV, 9000)
     assert not r.history.startswith("^")
+
+
+def test_uid_block_conversion_matches_the_scalar_base62():
+    from analysis.conn import uid as U
+
+    raw = bytes(12) + b"\x00" * 7 + b"\x3d" + b"\x00\x00\x00\x3e" + b"\xff" * 12 + bytes(range(12)) * 20
+    got = U._block(raw)
+    assert got == U._block_py(raw)
+    assert got[:3] == ["00", "z10", "LygHa16AHYF4gfFC3"]     # a zero word prints as "0"

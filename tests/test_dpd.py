@@ -168,3 +168,43 @@ def test_disabled_analyzer_is_not_attached_nor_handed_off():
     eng, sink = run(c.frames, cfg=cfg)
     (a,) = Recorder.instances
     assert sink.records["conn"][0].service == "echo"
+
+
+def test_dpd_orig_only_pattern_attaches_without_a_server_reply():
+    import re
+
+    only = AnalyzerSpec(name="echo2", factory=Recorder2, transports=frozenset({"tcp"}),
+                        dpd_orig=(re.compile(rb"HELLO"),), dpd_resp=(re.compile(rb"WORLD"),),
+                        dpd_orig_only=(re.compile(rb"HI!"),))
+    eng, sink = run(Conv(dport=9999).handshake().seg(True, b"HI! there").frames, analyzer_specs=specs(echo2=only))
+    (a,) = Recorder.instances
+    assert bytes(a.stream[True]) == b"HI! there"
+    assert sink.records["conn"][0].service == "echo2"
+    # the two-sided pattern alone still needs the responder
+    run(Conv(dport=9999).handshake().seg(True, b"HELLO").frames, analyzer_specs=specs(echo2=only))
+    assert Recorder.instances == []
+
+
+def test_disable_stops_delivery_keeps_service_done_and_conn_accounting():
+    class Quitter(Recorder):
+        def data(self, is_orig, payload, ts):
+            super().data(is_orig, payload, ts)
+            if payload == b"enough":
+                self.ctx.disable()
+
+    sp = specs(echo=AnalyzerSpec(name="echo", factory=Quitter, transports=frozenset({"tcp"}),
+                                 ports=frozenset({(7, "tcp")})))
+    conv = Conv(dport=7).handshake().seg(True, b"ok").seg(True, b"enough").seg(True, b"later")
+    conv.seg(False, b"gap!", off=100).seg(False, b"x").seg(True, b"", flags=0x10)   # acked hole
+    eng, sink = run(conv.frames, analyzer_specs=sp)
+    (a,) = Recorder.instances
+    assert [c[2] for c in a.calls if c[0] == "data"] == [b"ok", b"enough"]
+    assert not [c for c in a.calls if c[0] in ("gap", "eof")]
+    assert a.calls.count(("done",)) == 1
+    (row,) = sink.records["conn"]
+    assert row.service == "echo" and row.missed_bytes == 100
+    # conn.log's sizes are the same as with an analyzer that never stops looking
+    eng2, sink2 = run(conv.frames, analyzer_specs=specs())
+    (row2,) = sink2.records["conn"]
+    assert (row.orig_bytes, row.resp_bytes, row.missed_bytes, row.history) == \
+        (row2.orig_bytes, row2.resp_bytes, row2.missed_bytes, row2.history)

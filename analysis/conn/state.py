@@ -58,6 +58,8 @@ class Endpoint:
         self.did_eof = False
 
 
+_INF = float("inf")
+
 TRANSPORT = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
 
 _SHARED_INTS: dict[int, int] = {}
@@ -108,7 +110,7 @@ class Connection:
         self.o = None
         self.r = None
         self.missed = 0
-        self.timer_at = float("inf")
+        self.timer_at = _INF     # one shared float: a private inf costs 24 bytes per connection
         self.uid = None          # made on first use (see ConnTable.uid_of): most never need one early
         self.tun = None          # [encap key, tunnel parent uids] for tunnelled connections
         self.ext = None          # (orig_mac, resp_mac, vlan, inner_vlan) when conn.log extensions want them

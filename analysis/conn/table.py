@@ -26,6 +26,9 @@ from analysis.tunnel import TunnelRegistry
 _ESTABLISHED = 4
 _intern = sys.intern
 _PORTS = struct.Struct("!HH").pack
+# One int object per port number, shared by every connection's key and fields: a port above 256
+# is a private 28-byte int per packet otherwise, and a table holds two per connection (2.4 MB once).
+_PORT = tuple(range(65536))
 
 # ICMP request/reply counterparts (Zeek's ICMP4_counterpart / ICMP6_counterpart); others are one-way.
 ICMP4_COUNTERPART = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
@@ -95,8 +98,8 @@ class ConnTable:
         src = p.src
         dst = p.dst
         if proto == 6 or proto == 17:
-            sp = p.sport
-            dp = p.dport
+            sp = _PORT[p.sport]
+            dp = _PORT[p.dport]
             if src < dst or (src == dst and sp <= dp):
                 key = (src, dst, sp, dp, proto)
             else:
@@ -211,6 +214,8 @@ class ConnTable:
         c = Connection()
         c.key = key
         c.proto = proto
+        # servers are few and shared by many connections: one text object per responder address
+        # (the decoder makes a new one per address pair)
         c.orig_h, c.orig_p, c.resp_h, c.resp_p = src, sp, dst, dp
         c.start = c.last = ts
         cfg = self.cfg
@@ -432,8 +437,11 @@ class ConnTable:
             else:
                 state = "OTH"
             hist = c.history or None
-        rec = self._record(ts=c.start, uid=self.uid_of(c), orig_h=c.orig_h, orig_p=c.orig_p, resp_h=c.resp_h,
-                           resp_p=c.resp_p, proto=c.transport, duration=duration, orig_bytes=ob, resp_bytes=rb,
+        uid = c.uid
+        if uid is None:
+            uid = c.uid = self.new_uid()
+        rec = self._record(ts=c.start, uid=uid, orig_h=c.orig_h, orig_p=c.orig_p, resp_h=c.resp_h,
+                           resp_p=c.resp_p, proto=TRANSPORT.get(c.proto, "unknown_transport"), duration=duration, orig_bytes=ob, resp_bytes=rb,
                            conn_state=state, local_orig=lo, local_resp=lr, missed_bytes=c.missed, history=hist,
                            orig_pkts=op, orig_ip_bytes=oib, resp_pkts=rp, resp_ip_bytes=rib, tunnel_parents=tp,
                            ip_proto=c.proto, service=",".join(c.service) if c.service else None)

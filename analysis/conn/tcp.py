@@ -264,7 +264,9 @@ def process(table, c, p, is_orig: bool, ts: float) -> int:
                 if not (ack_seq == 0 and d > TOO_LARGE_SEQ_DELTA) and d > 0:
                     if ack_seq < peer.ack_seq:
                         peer.ack_wraps += 1
-                    peer.ack_seq = ack_seq
+                    # the same int object as last_seq when equal (the usual case): a seq number
+                    # is a 32-byte int and an idle connection keeps them all
+                    peer.ack_seq = peer.last_seq if ack_seq == peer.last_seq else ack_seq
 
     # update_last_seq
     delta_last = seq_delta(seq_end, ep.last_seq)
@@ -336,7 +338,7 @@ def _fast(table, c, ep, peer, is_orig: bool, ts: float, seq: int, ack: int, win:
             c.history = _intern(c.history + ("A" if is_orig else "a"))
     c.last = ts
     if ack > peer.ack_seq:
-        peer.ack_seq = ack
+        peer.ack_seq = peer.last_seq if ack == peer.last_seq else ack    # share the int (memory)
     if seq_end > ep.last_seq:
         ep.last_seq = seq_end
     elif length:

@@ -74,6 +74,11 @@ class AnalyzerContext(Protocol):
         """Zeek's ``Analyzer::schedule_analyzer``: a future connection ``orig_h`` (None: any) ->
         ``resp_h:resp_p`` gets ``service`` in conn.log (and that analyzer, when registered) for
         ``timeout`` seconds of network time, e.g. FTP's data connections (``ftp-data``)."""
+    def disable(self) -> None:
+        """Zeek's ``disable_analyzer`` (e.g. SSL once the handshake is done): this analyzer gets
+        no more ``data``/``gap``/``eof``, without a violation (the service stays); ``done`` still
+        comes at removal.  With no analyzer left wanting bytes the engine stops reassembling the
+        connection's payload; conn.log's byte and gap accounting is unaffected."""
 
 
 class Analyzer:
@@ -116,6 +121,9 @@ class AnalyzerSpec:
     ports: frozenset[tuple[int, str]] = frozenset()
     dpd_orig: tuple[re.Pattern[bytes], ...] = ()
     dpd_resp: tuple[re.Pattern[bytes], ...] = ()
+    # patterns that enable the analyzer from the originator's first bytes alone, whatever
+    # ``dpd_resp`` says (a dpd.sig signature without ``requires-reverse-signature``)
+    dpd_orig_only: tuple[re.Pattern[bytes], ...] = ()
     zeek_scripts: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()                     # log streams it writes (bare mode enables these)
     options: type | None = None

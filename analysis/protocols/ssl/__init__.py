@@ -451,6 +451,9 @@ SPEC = register(AnalyzerSpec(
         re.compile(rb"^((\x15\x03[\x00\x01\x02\x03]....)?\x16\x03[\x00\x01\x02\x03]..\x02..."
                    rb"(\x03[\x00\x01\x02\x03\x04]|\x7f[\x00-\x50])|...?\x04..\x00\x02)", re.S),
     ),
+    # Zeek 9's dpd_tls_client: a TLS client hello alone enables the analyzer (SSLv2 still needs
+    # the server's reply above)
+    dpd_orig_only=(re.compile(rb"^\x16\x03[\x00\x01\x02\x03]..\x01...\x03[\x00\x01\x02\x03]", re.S),),
     zeek_scripts=("base/protocols/ssl",),
     logs=("ssl", "x509"),
     options=SSLOptions,
