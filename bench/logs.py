@@ -34,21 +34,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from analysis.logs.schema import (Addr, Count, Enum, Interval, LogRecord, Port, String,  # noqa: E402
-                                  Time, field, log_stream)
+from analysis.logs.schema import (ConnIdRecord, Count, Enum, Interval, String,  # noqa: E402
+                                  log_stream)
 
 PATH = "benchconn"
 BATCH = 2000
 
 
 @log_stream(PATH)
-class BenchRecord(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class BenchRecord(ConnIdRecord, kw_only=True):
     proto: Enum
     duration: Interval | None = None
     orig_bytes: Count | None = None

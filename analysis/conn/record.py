@@ -11,18 +11,12 @@ from __future__ import annotations
 import functools
 
 from analysis.logs.schema import (
-    Addr, Bool, Count, Enum, Int, Interval, LogRecord, Port, String, Time, field, log_stream, set_of,
+    Bool, ConnIdRecord, Count, Enum, Int, Interval, LogRecord, String, log_stream, set_of,
 )
 
 
 @log_stream("conn")
-class ConnInfo(LogRecord, kw_only=True):
-    ts: Time
-    uid: String
-    orig_h: Addr = field(name="id.orig_h")
-    orig_p: Port = field(name="id.orig_p")
-    resp_h: Addr = field(name="id.resp_h")
-    resp_p: Port = field(name="id.resp_p")
+class ConnInfo(ConnIdRecord, kw_only=True):
     proto: Enum
     service: String | None = None
     duration: Interval | None = None
