@@ -58,3 +58,27 @@ class ChunkReader:
             self._f.close()
         except OSError:
             pass
+
+
+class ChunkedFileSource:
+    """What the pcap and pcapng sources share once records are parsed: stream errors become a
+    clean stop (``truncated``/``error``), progress in bytes, and closing.  Subclasses set
+    ``name``, ``_r`` (a :class:`ChunkReader`), ``_total``, ``truncated`` and ``error``."""
+
+    name: str
+    _r: ChunkReader
+    _total: int | None
+    truncated: bool
+    error: str | None
+
+    def _check_stream(self) -> None:
+        err = self._r.stream_error()
+        if err and not self.error:
+            self.truncated = True
+            self.error = f"{self.name}: read error at offset {self._r.offset()}: {err}"
+
+    def progress(self) -> tuple[int, int | None]:
+        return self._r.offset(), self._total
+
+    def close(self) -> None:
+        self._r.close()

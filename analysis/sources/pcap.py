@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from analysis.sources.base import Batch, SourceError
-from analysis.sources.fileio import ChunkReader
+from analysis.sources.fileio import ChunkedFileSource, ChunkReader
 
 MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN: larger records mean a corrupt file
 
@@ -24,7 +24,7 @@ MAGIC_NS_BE = b"\xa1\xb2\x3c\x4d"
 MAGICS = (MAGIC_US_LE, MAGIC_US_BE, MAGIC_NS_LE, MAGIC_NS_BE)
 
 
-class PcapSource:
+class PcapSource(ChunkedFileSource):
     """Reads a pcap stream whose first bytes (the magic) have already been checked."""
 
     def __init__(self, f: BinaryIO, name: str, total: int | None = None, initial: bytes = b"") -> None:
@@ -96,15 +96,3 @@ class PcapSource:
         if out:
             yield lt, out
         self._check_stream()
-
-    def _check_stream(self) -> None:
-        err = self._r.stream_error()
-        if err and not self.error:
-            self.truncated = True
-            self.error = f"{self.name}: read error at offset {self._r.offset()}: {err}"
-
-    def progress(self) -> tuple[int, int | None]:
-        return self._r.offset(), self._total
-
-    def close(self) -> None:
-        self._r.close()

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from analysis.sources.base import Batch, SourceError
-from analysis.sources.fileio import ChunkReader
+from analysis.sources.fileio import ChunkedFileSource, ChunkReader
 from analysis.sources.pcap import MAX_CAPLEN
 
 SHB = 0x0A0D0D0A
@@ -46,7 +46,7 @@ def _tsresol(v: int) -> float:
     return 10.0 ** -v
 
 
-class PcapngSource:
+class PcapngSource(ChunkedFileSource):
     def __init__(self, f: BinaryIO, name: str, total: int | None = None, initial: bytes = b"") -> None:
         self.name = name
         self.truncated = False
@@ -178,15 +178,3 @@ class PcapngSource:
         if out:
             yield cur_lt, out
         self._check_stream()
-
-    def _check_stream(self) -> None:
-        err = self._r.stream_error()
-        if err and not self.error:
-            self.truncated = True
-            self.error = f"{self.name}: read error at offset {self._r.offset()}: {err}"
-
-    def progress(self) -> tuple[int, int | None]:
-        return self._r.offset(), self._total
-
-    def close(self) -> None:
-        self._r.close()
