@@ -106,11 +106,14 @@ class PcapngSource(ChunkedFileSource):
             r.pos = pos + blen
             pkt = None
             iface = None
-            if btype == BT_EPB:
+            if btype == BT_EPB or btype == BT_OPB:   # enhanced / obsolete packet block: same tail
                 if bend - body < 20:
-                    self._fail("short enhanced packet block")
+                    self._fail("short enhanced packet block" if btype == BT_EPB else "short packet block")
                     break
-                ifid, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, body)
+                if btype == BT_EPB:
+                    ifid, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, body)
+                else:
+                    ifid, _drops, hi, lo, caplen, wirelen = struct.unpack_from(e + "HHIIII", buf, body)
                 if ifid >= len(self._ifaces):
                     self._fail(f"packet for unknown interface {ifid}")
                     break
@@ -130,20 +133,6 @@ class PcapngSource(ChunkedFileSource):
                 if iface.snaplen:
                     caplen = min(caplen, iface.snaplen)
                 pkt = (last_ts, wirelen, buf[body + 4:body + 4 + caplen])
-            elif btype == BT_OPB:
-                if bend - body < 20:
-                    self._fail("short packet block")
-                    break
-                ifid, _drops, hi, lo, caplen, wirelen = struct.unpack_from(e + "HHIIII", buf, body)
-                if ifid >= len(self._ifaces):
-                    self._fail(f"packet for unknown interface {ifid}")
-                    break
-                iface = self._ifaces[ifid]
-                if caplen > MAX_CAPLEN or body + 20 + caplen > bend:
-                    self._fail(f"bad capture length {caplen}")
-                    break
-                last_ts = ((hi << 32) | lo) * iface.scale + iface.offset
-                pkt = (last_ts, wirelen, buf[body + 20:body + 20 + caplen])
             elif btype == BT_IDB:
                 if bend - body < 8:
                     self._fail("short interface description block")
