@@ -22,6 +22,7 @@ import pytest
 from cluster.layout import STOP_ORDER, Layout, Role
 from cluster.state import StateDir, SupervisorUnavailable, pid_alive, request
 from cluster.supervisor import BackoffPolicy, Supervisor, node_command, template_command
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,20 +76,9 @@ def fake_command(script: Path, mode: str = "forever"):
     return lambda spec, layout_path: [sys.executable, str(script), mode, spec.role.value, spec.name]
 
 
-async def wait_until(pred, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def all_beating(sup: Supervisor):
     state = sup.state
-    await wait_until(lambda: all(state.heartbeat(n.name).exists() for n in sup.layout.nodes),
+    await until(lambda: all(state.heartbeat(n.name).exists() for n in sup.layout.nodes),
                      what="every node's first heartbeat")
 
 
@@ -134,10 +124,10 @@ async def test_start_status_stop(tmp_path, fake, monkeypatch):
         assert [r.name for r in rows] == [n.name for n in lay.nodes]
         assert all(r.state == "running" and pid_alive(r.pid) for r in rows)
         assert all(r.uptime is not None and r.uptime >= 0 for r in rows)
-        await wait_until(lambda: "fake node worker worker-1 forever worker-1"
+        await until(lambda: "fake node worker worker-1 forever worker-1"
                          in state.stdout("worker-1").read_text(), what="node stdout")
-        await wait_until(lambda: state.heartbeat("manager").exists(), what="heartbeat")
-        await wait_until(lambda: (state.read_state() or {}).get("nodes"), what="state file")
+        await until(lambda: state.heartbeat("manager").exists(), what="heartbeat")
+        await until(lambda: (state.read_state() or {}).get("nodes"), what="state file")
         saved = {d["name"]: d for d in state.read_state()["nodes"]}
         assert saved["worker-2"]["pid"] == row(sup, "worker-2").pid
         assert state.supervisor_pid() == os.getpid()
@@ -157,17 +147,17 @@ async def test_restart_after_kill9_with_backoff(tmp_path, fake):
         first = row(sup, "worker-1").pid
         t0 = time.monotonic()
         os.kill(first, signal.SIGKILL)
-        r = await wait_until(lambda: (x := row(sup, "worker-1")).state == "backoff" and x,
+        r = await until(lambda: (x := row(sup, "worker-1")).state == "backoff" and x,
                              what="backoff")
         assert r.last_exit == "killed by SIGKILL" and 0 <= r.retry_in <= 0.3
-        r = await wait_until(lambda: (x := row(sup, "worker-1")).state == "running" and x.pid
+        r = await until(lambda: (x := row(sup, "worker-1")).state == "running" and x.pid
                              and x.pid != first and x, what="restart")
         assert time.monotonic() - t0 >= 0.3
         assert r.restarts == 1 and pid_alive(r.pid)
         # A second crash in a row waits twice as long.
         t1 = time.monotonic()
         os.kill(r.pid, signal.SIGKILL)
-        r2 = await wait_until(lambda: (x := row(sup, "worker-1")).state == "running"
+        r2 = await until(lambda: (x := row(sup, "worker-1")).state == "running"
                               and x.pid not in (first, r.pid) and x, what="second restart")
         assert time.monotonic() - t1 >= 0.6
         assert r2.restarts == 2
@@ -181,7 +171,7 @@ async def test_crash_loop_gives_up_and_backoff_resets_after_uptime(tmp_path, fak
     sup = Supervisor(lay, tmp_path / "l.toml", command=fake_command(fake), grace=5,
                      backoff=BackoffPolicy(initial=0.05, factor=2, cap=1, max_restarts=2))
     async with supervising(sup):
-        r = await wait_until(lambda: (x := row(sup, "worker-1")).state == "crashed" and x,
+        r = await until(lambda: (x := row(sup, "worker-1")).state == "crashed" and x,
                              what="give up")
         assert r.restarts == 2 and r.last_exit == "exit 3" and "gave up" in r.detail
         assert row(sup, "worker-2").state == "running"
@@ -190,8 +180,8 @@ async def test_crash_loop_gives_up_and_backoff_resets_after_uptime(tmp_path, fak
     sup = Supervisor(lay, tmp_path / "l.toml", command=fake_command(fake), grace=5,
                      backoff=BackoffPolicy(initial=0.05, factor=10, cap=5, reset_after=0.2))
     async with supervising(sup):
-        await wait_until(lambda: row(sup, "worker-1").restarts >= 2, what="two restarts")
-        r = await wait_until(lambda: (x := row(sup, "worker-1")).state == "backoff" and x,
+        await until(lambda: row(sup, "worker-1").restarts >= 2, what="two restarts")
+        r = await until(lambda: (x := row(sup, "worker-1")).state == "backoff" and x,
                              what="third crash")
         assert r.detail == "restart in 0.05s"
 
@@ -202,7 +192,7 @@ async def test_clean_exit_is_finished_not_crashed(tmp_path, fake, monkeypatch):
     sup = Supervisor(lay, tmp_path / "l.toml", command=fake_command(fake), grace=5)
     async with supervising(sup):
         for w in ("worker-1", "worker-2"):
-            r = await wait_until(lambda: (x := row(sup, w)).state == "stopped" and x,
+            r = await until(lambda: (x := row(sup, w)).state == "stopped" and x,
                                  what="workers finishing")
             assert r.detail == "finished" and r.last_exit == "exit 0" and r.restarts == 0
         assert row(sup, "manager").state == "running"
@@ -253,7 +243,7 @@ async def test_status_of_a_sigstopped_node_is_prompt(tmp_path, fake):
         await all_beating(sup)
         pid = row(sup, "worker-1").pid
         os.kill(pid, signal.SIGSTOP)
-        await wait_until(lambda: row(sup, "worker-1").state == "hung", what="hung")
+        await until(lambda: row(sup, "worker-1").state == "hung", what="hung")
         t0 = time.monotonic()
         r = row(sup, "worker-1")
         assert time.monotonic() - t0 < 0.2
@@ -274,7 +264,7 @@ async def test_stale_heartbeat_means_hung(tmp_path, fake, monkeypatch):
     sup = Supervisor(lay, tmp_path / "l.toml", command=fake_command(fake), grace=5,
                      heartbeat_timeout=0.3)
     async with supervising(sup):
-        r = await wait_until(lambda: (x := row(sup, "proxy-1")).state == "hung" and x,
+        r = await until(lambda: (x := row(sup, "proxy-1")).state == "hung" and x,
                              what="stale heartbeat")
         assert r.detail.startswith("no heartbeat for") and r.heartbeat_age > 0.3
         assert row(sup, "manager").state == "running"

@@ -11,16 +11,11 @@ import zmq
 from broker import wire
 from broker.endpoint import Endpoint, Overloaded, RemoteError, RequestTimeout
 from broker.hub import Hub
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails fast, with stacks, instead of at 120 s
 
 
-async def until(cond, timeout=5.0, step=0.005):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(step)
 
 
 async def test_prefix_matches_whole_components(hub):

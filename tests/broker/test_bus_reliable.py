@@ -12,16 +12,11 @@ import zmq
 from broker import wire
 from broker.endpoint import Overloaded
 from broker.reliable import BatchReceiver, BatchSender
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails fast, with stacks, instead of at 120 s
 
 
-async def until(cond, timeout=10.0, step=0.01):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(step)
 
 
 def read_records(path):

@@ -10,6 +10,7 @@ from broker import Endpoint, Hub
 from cluster.pools import hrw_pick
 from cluster.store import KeyStore, LocalStore, StoreClient, StoreError, StoreServer, StoreUnavailable
 from cluster.store.core import ERROR, is_error
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -193,18 +194,18 @@ async def test_join_and_leave_move_keys_and_reads_stay_correct() -> None:
         t = asyncio.ensure_future(reader())
         await asyncio.sleep(0.05)
         s3 = await bus.add("proxy-3")
-        await asyncio.sleep(0.5)
         live = PROXIES
-        assert set(s3.store.data) == {k for k in keys if hrw_pick(k, live) == "proxy-3"}
+        await until(lambda: set(s3.store.data) == {k for k in keys if hrw_pick(k, live) == "proxy-3"},
+                    what="proxy-3 to receive the keys that now hash to it")
         assert sum(len(s.store) for s in bus.servers.values()) == 3000     # moved, not copied
         assert s3.stats_["handoff_received"] == len(s3.store) > 500
         await bus.remove("proxy-1")
-        await asyncio.sleep(0.3)
+        live = ["proxy-2", "proxy-3"]
+        await until(lambda: all(set(bus.servers[name].store.data)
+                                == {k for k in keys if hrw_pick(k, live) == name} for name in live),
+                    what="proxy-1's keys to reach their new owners")
         stop.set()
         await t
-        live = ["proxy-2", "proxy-3"]
-        for name in live:
-            assert set(bus.servers[name].store.data) == {k for k in keys if hrw_pick(k, live) == name}
         assert bad == []
         assert await c.batch([("get", k) for k in keys]) == list(range(3000))
 
@@ -232,8 +233,7 @@ async def test_a_joining_proxy_asks_the_previous_owner_on_a_miss() -> None:
         assert s2.stats_["asked"] >= len(mine)
         gate.set()
         s1._kick.set()
-        await asyncio.sleep(0.5)
-        assert set(s2.store.data) == set(mine)
+        await until(lambda: set(s2.store.data) == set(mine), what="the held-back handoff")
         assert await c.get(mine[0]) == int(mine[0][1:]) + 1000
 
 
