@@ -251,7 +251,7 @@ async def test_status_of_a_sigstopped_node_is_prompt(tmp_path, fake):
         # Through the control socket too (the client is blocking: run it off the loop).
         t0 = time.monotonic()
         reply = await asyncio.to_thread(request, state, {"cmd": "status"}, 3.0)
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 2.0       # answered, not stuck behind the hung node
         assert {d["name"]: d["state"] for d in reply["nodes"]}["worker-1"] == "hung"
         t0 = time.monotonic()
         await sup.stop_nodes(["worker-1"])        # SIGCONT lets it see SIGTERM: no grace wait
