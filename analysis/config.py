@@ -82,9 +82,6 @@ class AnalysisConfig:
     analyzer_options: dict[str, Any] = field(default_factory=dict)   # name -> options object (redefs applied)
     reassembly_buffer_cap: int = 1 << 20      # out-of-order payload bytes held per connection
     strict_analyzers: bool = False            # re-raise analyzer exceptions (tests) instead of a weird
-    # the fused raw-frame path for established flows (analysis.fastpath): None = when checksums
-    # are ignored (with verification its per-batch checksum pass costs more than it saves)
-    fast_path: bool | None = None
     tcp_inactivity_timeout: float = 300.0
     udp_inactivity_timeout: float = 60.0
     icmp_inactivity_timeout: float = 60.0
@@ -111,11 +108,6 @@ class AnalysisConfig:
             # MAC address text is only needed by conn.log's mac-logging columns
             self.decoder = _decoder_options(self.ignore_checksums, "mac" in self.conn_extensions)
         return self.decoder
-
-    def fast_path_on(self) -> bool:
-        if self.fast_path is None:
-            return bool(self.decoder_options().ignore_checksums)
-        return self.fast_path
 
     def log_enabled(self, path: str) -> bool:
         return self.logs is None or path in self.logs

@@ -60,10 +60,6 @@ class Engine:
             self.table.analyzer_factory = self.analyzers.attach
         self.decoder = Decoder(config.decoder_options(), self.weirds)
         self._emit = self.table.process
-        if self.table.fast_o is not None:
-            from analysis.fastpath import make_fast_update
-
-            self.decoder.fast = (self.table.fast_o, self.table.fast_r, make_fast_update(self.table))
         self.batches = 0
         self._finished = False
 

@@ -12,7 +12,7 @@ the figures compare per-packet work, not disk or pcap-record parsing:
 * ``conn_pps`` / ``conn_mbps``: ``Engine`` with only conn.log enabled (a counting null sink),
   ``process_batch`` over all batches plus ``finish()`` (which flushes every open connection),
   checksums verified as Zeek does by default.  ``conn_pps_nocsum``: the same with ``-C``
-  (ignore_checksums; the fused fast path is on).  The ceiling verifies no checksum, so the
+  (ignore_checksums).  The ceiling verifies no checksum, so the
   headline ``conn_vs_ceiling`` / ``conn_vs_dpkt`` ratios use ``conn_pps_nocsum`` (like for like);
   ``conn_csum_vs_ceiling`` is printed too.
 * ``ceiling_pps``: ``bench/ceiling.count_flows`` -- struct-parsed headers, a direction-free

@@ -26,7 +26,6 @@ F_REASSEMBLE = 32    # TCP: a reassembler is attached (gap accounting)
 F_CLOSE_DEFERRED = 64
 F_T_ATTEMPT = 128    # timer_at is the TCP attempt timer
 F_T_DELETE = 256     # timer_at removes the connection (close / reset delay)
-F_INDEXED = 512      # in the table's raw-key index (analysis.fastpath)
 
 
 class Endpoint:

@@ -10,22 +10,19 @@ checked lazily on the next packet of the same connection and by a periodic sweep
 from __future__ import annotations
 
 import heapq
-import struct
 import sys
-from socket import inet_aton as _aton
 
 from analysis.conn import tcp as _tcp
 from analysis.conn.record import ConnInfo, conn_record_type
 from analysis.conn.tcp import _fast
 from analysis.conn.state import shared_int
-from analysis.conn.state import F_ACTIVE, F_INDEXED, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP, F_WEIRD, H_DATA, Connection, Endpoint
+from analysis.conn.state import F_ACTIVE, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP, F_WEIRD, H_DATA, Connection, Endpoint
 from analysis.conn.uid import UidGenerator
 from analysis.dpd import TUNNEL_SERVICES, add_service
 from analysis.tunnel import TunnelRegistry
 
 _ESTABLISHED = 4
 _intern = sys.intern
-_PORTS = struct.Struct("!HH").pack
 # One int object per port number, shared by every connection's key and fields: a port above 256
 # is a private 28-byte int per packet otherwise, and a table holds two per connection (2.4 MB once).
 _PORT = tuple(range(65536))
@@ -78,10 +75,6 @@ class ConnTable:
         self.bytes = 0
         self.connections = 0
         self.removed = 0
-        # the raw-frame index of analysis.fastpath: IPv4 addresses+ports exactly as they sit in a
-        # packet from the originator (fast_o) / the responder (fast_r) -> connection
-        self.fast_o: dict[bytes, Connection] | None = {} if config.fast_path_on() else None
-        self.fast_r: dict[bytes, Connection] | None = {} if self.fast_o is not None else None
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -153,9 +146,6 @@ class ConnTable:
                 if not side:
                     return
             is_orig = side == 1
-            if self.fast_o is not None and not c.flags & F_INDEXED and c.o.state == _ESTABLISHED \
-                    and c.r.state == _ESTABLISHED and p.ip_version == 4 and c.tun is None and not p.encap:
-                self._index(c)
         elif proto == 17:
             if p.bad_checksum:
                 self.conn_weird(c, "bad_UDP_checksum", ts, source="UDP")
@@ -175,9 +165,6 @@ class ConnTable:
                 c.resp_size = n if c.resp_size < 0 else c.resp_size + n
             if c.analyzer is not None and n:
                 c.analyzer(is_orig, -1, p.payload, ts)
-            if self.fast_o is not None and not c.flags & F_INDEXED and c.hist_seen & 0x100010 == 0x100010 \
-                    and p.ip_version == 4 and c.tun is None and not p.encap:
-                self._index(c)       # a flow, not a request/reply pair: worth indexing
         elif proto == 1 or proto == 58:
             if p.bad_checksum:
                 self.conn_weird(c, "bad_ICMP_checksum", ts, source="ICMP")
@@ -252,27 +239,8 @@ class ConnTable:
             self._events.event("new_connection", (self._info(c),))
         return c
 
-    def _index(self, c: Connection) -> None:
-        """Put an IPv4 connection in the raw-key index (both orientations)."""
-        a, b = _aton(c.orig_h), _aton(c.resp_h)
-        self.fast_o[a + b + _PORTS(c.orig_p, c.resp_p)] = c
-        self.fast_r[b + a + _PORTS(c.resp_p, c.orig_p)] = c
-        c.flags |= F_INDEXED
-
-    def _unindex(self, c: Connection) -> None:
-        a, b = _aton(c.orig_h), _aton(c.resp_h)
-        ko = a + b + _PORTS(c.orig_p, c.resp_p)
-        kr = b + a + _PORTS(c.resp_p, c.orig_p)
-        if self.fast_o.get(ko) is c:
-            del self.fast_o[ko]
-        if self.fast_r.get(kr) is c:
-            del self.fast_r[kr]
-        c.flags &= ~F_INDEXED
-
     def flip(self, c: Connection) -> None:
         """Zeek's Connection::FlipRoles: swap every orig/resp pair and note ``^`` in the history."""
-        if c.flags & F_INDEXED:
-            self._unindex(c)
         c.orig_h, c.resp_h = c.resp_h, c.orig_h
         c.orig_p, c.resp_p = c.resp_p, c.orig_p
         c.orig_pkts, c.resp_pkts = c.resp_pkts, c.orig_pkts
@@ -301,8 +269,6 @@ class ConnTable:
     def _remove(self, c: Connection, now: float) -> None:
         if self._conns.get(c.key) is c:
             del self._conns[c.key]
-        if c.flags & F_INDEXED:
-            self._unindex(c)
         self.removed += 1
         if c.analyzer is not None:
             c.analyzer.done(now)

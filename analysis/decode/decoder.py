@@ -46,7 +46,6 @@ from analysis.decode.wire import (
 )
 from analysis.packet import Packet
 
-FUSED_CHUNK = 256     # frames per checksum pass when the fused fast path is on
 from analysis.weird import WeirdReporter
 
 
@@ -59,7 +58,7 @@ class Decoder(LinkLayer, IPLayer, Tunnels):
         self.stats: dict[str, int] = {
             "frames": 0, "packets": 0, "fast_path": 0, "weirds": 0, "bad_checksum": 0,
             "dropped_bad_ip_checksum": 0, "fragments": 0, "reassembled": 0, "tunnelled": 0,
-            "non_ip": 0, "decoder_errors": 0, "fused": 0,
+            "non_ip": 0, "decoder_errors": 0,
         }
         self.addrs = AddrCache()
         self.fragments = FragmentTable(self._frag_weird, timeout=options.frag_timeout,
@@ -80,9 +79,6 @@ class Decoder(LinkLayer, IPLayer, Tunnels):
                 ports[p] = kind if enabled else ""
         self._udp_ports = ports
         self._slow_ports = frozenset(ports)
-        # (index by orig key, index by resp key, update) from analysis.fastpath, set by the Engine:
-        # known IPv4 flows are accounted from the frame's fields without a Packet
-        self.fast = None
 
     # ------------------------------------------------------------------ weirds
 
@@ -143,12 +139,6 @@ class Decoder(LinkLayer, IPLayer, Tunnels):
         that path drops them with Zeek's weird).  With checksums ignored there is no pass 2.
         """
         link_type, pkts = batch
-        if self.fast is not None and len(pkts) > FUSED_CHUNK and not self.options.ignore_checksums:
-            # checksums are verified per pass, fused updates need the index current: the index
-            # catches up on connections established earlier in the batch between chunks
-            for i in range(0, len(pkts), FUSED_CHUNK):
-                self.decode_batch((link_type, pkts[i:i + FUSED_CHUNK]), emit)
-            return
         stats = self.stats
         stats["frames"] += len(pkts)
         slow = self._decode
@@ -180,11 +170,6 @@ class Decoder(LinkLayer, IPLayer, Tunnels):
         fadd = cframes.append
         v6: list = []        # checked packets that are IPv6 (no header checksum)
         fast = 0
-        fused = 0
-        if self.fast is not None:
-            fo, fr, fupdate = self.fast
-        else:
-            fo = fr = fupdate = None
         for frame in pkts:
             if not verify and items:  # only general-path frames are deferred: keep order
                 for it in items:
@@ -272,31 +257,6 @@ class Decoder(LinkLayer, IPLayer, Tunnels):
             else:
                 add(frame)
                 continue
-            if fo is not None and ipv == 4 and (proto == 17 or (proto == 6 and flags & 0x37 == 0x10)):
-                key = data[off + 12:off + 24]
-                c = fo.get(key)
-                if c is None:
-                    c = fr.get(key)
-                    is_orig = False
-                else:
-                    is_orig = True
-                if c is not None:
-                    if not verify:
-                        if fupdate(c, is_orig, ts, proto, flags, seq, ack, win, plen, payload, total):
-                            fused += 1
-                            continue
-                    else:
-                        # applied in pass 2, after the checksums; the list doubles as its marker
-                        m = [c, is_orig, ts, proto, flags, seq, ack, win, plen, payload, total, frame]
-                        add(m)
-                        cadd(m)
-                        fadd(frame)
-                        tadd(total)
-                        radd(data[off:ipend])
-                        eadd(proto + total - 20 if check else -1)
-                        if total & 3:
-                            radd(PAD4[total & 3])
-                        continue
             if pair is None:
                 pair = pairs.get(addrs)
                 if pair is None:
@@ -353,36 +313,24 @@ class Decoder(LinkLayer, IPLayer, Tunnels):
             bad_ip, bad_l4 = failed_checksums(regions, totals, extra, v6)
             for i in bad_l4:
                 p = checked[i]
-                if p.__class__ is list:     # a fused candidate: the general path logs the weird
-                    items[next(j for j, it in enumerate(items) if it is p)] = cframes[i]
-                    continue
                 p.bad_checksum = True
                 stats["bad_checksum"] += 1
             for i in bad_ip:  # let the general path drop it with bad_IP_checksum
                 p = checked[i]
-                if p.__class__ is Packet and p.bad_checksum:
+                if p.bad_checksum:
                     stats["bad_checksum"] -= 1
                 for j, it in enumerate(items):
                     if it is p:
                         items[j] = cframes[i]
                         break
         for it in items:
-            cls = it.__class__
-            if cls is Packet:
+            if it.__class__ is Packet:
                 fast += 1
                 emit(it)
-            elif cls is list:
-                if fupdate(it[0], it[1], it[2], it[3], it[4], it[5], it[6], it[7], it[8], it[9], it[10]):
-                    fused += 1
-                else:
-                    f = it[11]
-                    slow(link_type, f[0], f[1], f[2], emit)
             else:
                 slow(link_type, it[0], it[1], it[2], emit)
-        fast += fused
         stats["fast_path"] += fast
         stats["packets"] += fast
-        stats["fused"] += fused
         if len(pairs) > MAX_PAIRS:
             pairs.clear()
         if len(macpairs) > MAX_PAIRS:
