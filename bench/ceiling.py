@@ -4,6 +4,11 @@
   precompiled ``struct.unpack_from``, a direction-free 5-tuple built, a per-flow counter dict
   updated.  Nothing else: no checksums, no options, no state machine.  Any real engine does at
   least this much per packet, so its rate is an upper bound for ours in pure Python.
+* ``bare_conn_flows`` -- the envelope between that ceiling and a real engine: the same parse plus
+  the barest per-connection accounting (direction, packets and IP bytes each way, highest sequence
+  number, SYN/data/retransmission bits, first/last time), with none of Zeek's state machine,
+  timers, UIDs or logs.  What an engine may spend on Zeek's semantics is what lies between this
+  and its target.
 * ``pcap_batches`` -- a struct-based pcap reader over bytes already in memory, for the
   ``*_reader`` variants (the same loops, plus record parsing).
 * ``dpkt_flows`` / ``dpkt_reader_flows`` -- the same job written the usual dpkt way
@@ -27,6 +32,8 @@ _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _IP6 = struct.Struct("!IHBB16s16s")
 _PORTS = struct.Struct("!HH")
 _REC = struct.Struct("<IIII")
+_IP4_BARE = struct.Struct("!BxHxxHBBxx8s")     # vhl, total, frag, ttl, proto, addresses
+_TCP_BARE = struct.Struct("!HHIIBBH")           # ports, seq, ack, offset, flags, window
 
 
 def count_flows(batches: Iterable[Batch]) -> dict:
@@ -58,6 +65,73 @@ def count_flows(batches: Iterable[Batch]) -> dict:
             key = (src, sp, dst, dp, proto) if (src, sp) < (dst, dp) else (dst, dp, src, sp, proto)
             flows[key] = get(key, 0) + 1
     return flows
+
+
+class _BareConn:
+    __slots__ = ("first", "last", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes",
+                 "orig_seq", "resp_seq", "bits")
+
+    def __init__(self, ts: float) -> None:
+        self.first = self.last = ts
+        self.orig_pkts = self.resp_pkts = self.orig_bytes = self.resp_bytes = 0
+        self.orig_seq = self.resp_seq = self.bits = 0
+
+
+def bare_conn_flows(batches: Iterable[Batch]) -> dict:
+    """The barest per-connection accounting over Ethernet/IPv4 TCP/UDP (see the module doc)."""
+    conns: dict = {}
+    get = conns.get
+    ip4 = _IP4_BARE.unpack_from
+    tcp = _TCP_BARE.unpack_from
+    ports = _PORTS.unpack_from
+    for _lt, pkts in batches:
+        for ts, _wire, data in pkts:
+            if len(data) < 38 or data[12] != 8 or data[13] != 0:
+                continue
+            _vhl, total, _frag, _ttl, proto, addrs = ip4(data, 14)
+            if proto == 6 and len(data) >= 54:
+                _sp, _dp, seq, _ack, thl, flags, _win = tcp(data, 34)
+                plen = total - 20 - ((thl >> 4) << 2)
+            elif proto == 17 or proto == 6:
+                _sp, _dp = ports(data, 34)
+                flags = seq = 0
+                plen = total - 28
+            else:
+                continue
+            key = addrs + data[34:38]
+            c = get(key)
+            orig = True
+            if c is None:
+                c = get(addrs[4:] + addrs[:4] + data[36:38] + data[34:36])
+                if c is None:
+                    c = conns[key] = _BareConn(ts)
+                else:
+                    orig = False
+            c.last = ts
+            end = seq + plen
+            if orig:
+                c.orig_pkts += 1
+                c.orig_bytes += total
+                if end > c.orig_seq:
+                    c.orig_seq = end
+                elif plen:
+                    c.bits |= 0x100
+                if flags & 2:
+                    c.bits |= 1
+                if plen:
+                    c.bits |= 4
+            else:
+                c.resp_pkts += 1
+                c.resp_bytes += total
+                if end > c.resp_seq:
+                    c.resp_seq = end
+                elif plen:
+                    c.bits |= 0x200
+                if flags & 2:
+                    c.bits |= 2
+                if plen:
+                    c.bits |= 8
+    return conns
 
 
 def pcap_batches(raw: bytes, max_batch: int = 1024) -> Iterator[Batch]:
@@ -135,6 +209,7 @@ def main(argv: list[str]) -> int:
         return 1
     n = sum(len(p) for _, p in batches)
     for name, fn in (("ceiling", lambda: count_flows(batches)), ("ceiling_reader", lambda: count_flows(pcap_batches(raw))),
+                     ("bare_conn", lambda: bare_conn_flows(batches)),
                      ("dpkt", lambda: dpkt_flows(batches)), ("dpkt_reader", lambda: dpkt_reader_flows(raw))):
         t = time.perf_counter()
         flows = fn()

@@ -17,6 +17,9 @@ the figures compare per-packet work, not disk or pcap-record parsing:
   ``conn_csum_vs_ceiling`` is printed too.
 * ``ceiling_pps``: ``bench/ceiling.count_flows`` -- struct-parsed headers, a direction-free
   5-tuple, a per-flow counter; the least any flow engine must do.
+* ``bare_conn_pps``: ``bench/ceiling.bare_conn_flows`` -- the ceiling's parse plus the barest
+  per-connection accounting (counters, highest sequence, a few history bits; no state machine,
+  timers, UIDs or logs): the envelope a pure-Python engine works inside.
 * ``dpkt_pps``: the same job with dpkt.
 * Context, same loops including their reader over the in-memory file: ``ceiling_reader_pps``,
   ``dpkt_reader_pps`` (dpkt.pcap.Reader), and ``conn_file_pps``: ``open_source`` on the file
@@ -52,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from ceiling import count_flows, dpkt_flows, dpkt_reader_flows, pcap_batches  # noqa: E402
+from ceiling import bare_conn_flows, count_flows, dpkt_flows, dpkt_reader_flows, pcap_batches  # noqa: E402
 
 from analysis import trafficgen  # noqa: E402
 from analysis.pcapwriter import write_pcap  # noqa: E402
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     info("ceiling ...")
     samples["ceiling"] = timed(lambda: count_flows(batches), reps)
     samples["ceiling_reader"] = timed(lambda: count_flows(pcap_batches(raw)), reps)
+    samples["bare_conn"] = timed(lambda: bare_conn_flows(batches), reps)
     info("dpkt ...")
     samples["dpkt"] = timed(lambda: dpkt_flows(batches), reps)
     samples["dpkt_reader"] = timed(lambda: dpkt_reader_flows(raw), reps)
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "full_pps": pps("full"),
         "ceiling_pps": pps("ceiling"),
         "ceiling_reader_pps": pps("ceiling_reader"),
+        "bare_conn_pps": pps("bare_conn"),
         "dpkt_pps": pps("dpkt"),
         "dpkt_reader_pps": pps("dpkt_reader"),
         "bytes_per_conn": mem["value"] if mem else None,
@@ -299,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         ("full_pps", res["full_pps"], "every analyzer and log on, checksums verified"),
         ("ceiling_pps", res["ceiling_pps"], "struct parse + 5-tuple + counter"),
         ("ceiling_reader_pps", res["ceiling_reader_pps"], "the same incl. pcap record parsing"),
+        ("bare_conn_pps", res["bare_conn_pps"], "ceiling + barest per-connection counters, no Zeek semantics"),
         ("dpkt_pps", res["dpkt_pps"], "dpkt Ethernet parse + 5-tuple + counter"),
         ("dpkt_reader_pps", res["dpkt_reader_pps"], "the same incl. dpkt.pcap.Reader"),
         ("conn_vs_ceiling", res["conn_vs_ceiling"], f"target >= 0.5 -> {res['meets']['conn_vs_ceiling']}"),
