@@ -36,11 +36,14 @@ def _decoder_options(ignore_checksums: bool = False, l2_addrs: bool = True) -> A
 class NetSet:
     """A set of subnets with a per-address answer cache (addresses repeat a lot)."""
 
-    __slots__ = ("nets", "_cache")
+    __slots__ = ("nets", "_cache", "_masks")
 
     def __init__(self, nets=()) -> None:
         self.nets = tuple(ipaddress.ip_network(n, strict=False) for n in nets)
         self._cache: dict[str, bool] = {}
+        # (network, netmask) integers per IP version: a miss costs one parse, no object compares
+        self._masks = {v: tuple((int(n.network_address), int(n.netmask)) for n in self.nets if n.version == v)
+                       for v in (4, 6)}
 
     def __len__(self) -> int:
         return len(self.nets)
@@ -53,7 +56,8 @@ class NetSet:
             except ValueError:
                 hit = False
             else:
-                hit = any(a.version == n.version and a in n for n in self.nets)
+                x = int(a)
+                hit = any(x & m == n for n, m in self._masks[a.version])
             if len(self._cache) > 65536:
                 self._cache.clear()
             self._cache[addr] = hit

@@ -54,6 +54,19 @@ TUNNEL_PORTS = ((5072, "udp"), (3544, "udp"), (2152, "udp"), (2123, "udp"), (478
 # Protocol scripts whose load pulls in the weird framework (they log weirds in bare mode).
 _LOADS_WEIRD = {"http", "ftp", "smtp", "snmp", "ssl", "smb", "dce-rpc", "sip", "irc", "pop3", "dns", "dhcp",
                 "rdp", "modbus", "ntlm", "krb"}
+# Protocol scripts that load base/frameworks/files (they log files.log in bare mode).
+_LOADS_FILES = {"http", "smtp", "ftp", "smb", "irc", "ssl", "krb", "rdp", "dce-rpc", "pop3", "imap", "ldap"}
+# File-analysis scripts (each loads base/frameworks/files) and what they pull in themselves.
+_FILES_SCRIPTS = {
+    "base/frameworks/files": (),
+    "base/files/hash": (),
+    "base/files/extract": (),
+    "frameworks/files/hash-all-files": ("base/files/hash",),
+    "frameworks/files/extract-all-files": ("base/files/extract",),
+}
+# Zeek's default configuration (not bare) loads these file-analysis scripts; the option fields
+# they switch default to True (see analysis/files/state.py FileOptions).
+_DEFAULT_FILES_LOADS = ("base/files/hash", "base/files/extract")
 # Protocol scripts that load base/frameworks/tunnels.
 _LOADS_TUNNELS = {"http", "tunnels"}
 # Protocol scripts that load base/protocols/conn.
@@ -90,6 +103,9 @@ def configure(loads=(), redefs=(), bare: bool = False, config: AnalysisConfig | 
                 exts.append(_POLICY_CONN[n])
             logs.add("conn")
             continue
+        if n in _FILES_SCRIPTS:
+            logs.add("files")
+            continue
         if n.startswith("base/frameworks/notice"):
             logs.add("weird")
             continue
@@ -104,6 +120,8 @@ def configure(loads=(), redefs=(), bare: bool = False, config: AnalysisConfig | 
             ports.update(PROTOCOL_PORTS.get(proto, ()))
             if proto in _LOADS_WEIRD:
                 logs.add("weird")
+            if proto in _LOADS_FILES:
+                logs.add("files")
             if proto in _LOADS_TUNNELS:
                 logs.add("tunnel")
                 ports.update(TUNNEL_PORTS)
@@ -133,13 +151,28 @@ def configure(loads=(), redefs=(), bare: bool = False, config: AnalysisConfig | 
     # metadata={"zeek_load": "<script>"} is set True when that policy script is loaded, e.g.
     # DNS's original_query column for protocols/dns/log-original-query-case.
     switches = _load_switches()
-    for raw in loads:
-        for name, fname in switches.get(_norm(raw), ()):
+    if bare:
+        # switches whose script Zeek's default configuration loads default to on: off unless loaded
+        for n in _DEFAULT_FILES_LOADS:
+            for name, fname in switches.get(n, ()):
+                overrides.setdefault(name, {})[fname] = False
+    for n in _switch_loads(loads):
+        for name, fname in switches.get(n, ()):
             overrides.setdefault(name, {})[fname] = True
     for line in redefs:
         apply_redef(cfg, line, overrides)
     _build_options(cfg, overrides)
     return cfg
+
+
+def _switch_loads(loads) -> list[str]:
+    """Normalised load names, with the scripts they load themselves (file analysis)."""
+    out: list[str] = []
+    for raw in loads:
+        n = _norm(raw)
+        out.append(n)
+        out.extend(_FILES_SCRIPTS.get(n, ()))
+    return out
 
 
 def _load_switches() -> dict[str, list[tuple[str, str]]]:

@@ -11,8 +11,9 @@ Two layers, as the analyzer contract asks:
   expected data channel from PORT/EPRT/PASV/EPSV, file sizes from 150/213 replies, and logs
   a row for each command in ``FTP::logged_commands`` when the next command arrives.
 
-Data connections: an expected ``ftp-data`` connection that carries bytes gets a file id which
-is logged as ``fuid`` on the control connection's current command (Zeek's ``files.zeek``).
+Data connections: an expected ``ftp-data`` connection that carries bytes is a file (files.log,
+source ``FTP_DATA``) whose id is logged as ``fuid`` on the control connection's current
+command (Zeek's ``files.zeek``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from analysis.files import FileOptions, FileState, write_file
 from analysis.logs.schema import Addr, Bool, ConnIdRecord, Count, Port, String, field as lfield, log_stream
 from analysis.protocols._expect_table import ExpectTable
 from analysis.protocols._starttls import start_tls
@@ -748,19 +750,24 @@ class FTPAnalyzer(Analyzer):
 # ftp-data: expected data connections get a file id for the control session
 
 
-class FTPDataAnalyzer(Analyzer):
-    """Zeek's FTP_DATA analyzer as far as ftp.log needs it: the transfer gets an ``fuid`` on the
-    control session, and a ``mime_type`` once the first 4096 bytes (Zeek's
-    ``default_file_bof_buffer_size``) or the whole file are seen, whichever comes first."""
+@dataclass
+class FTPDataOptions(FileOptions):
+    """ftp-data carries files only: the file-analysis switches."""
 
-    BOF = 4096
+
+class FTPDataAnalyzer(Analyzer):
+    """Zeek's FTP_DATA analyzer (a file analyzer): each direction that carries bytes is a file
+    (source ``FTP_DATA``) whose row is written when the connection goes away; the control
+    session gets its ``fuid``, and its ``mime_type`` once the first 4096 bytes (Zeek's
+    ``default_file_bof_buffer_size``) or the whole file are seen, whichever comes first."""
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
+        o = ctx.options
+        self.o = o if isinstance(o, FileOptions) else None
         self.session: FTPSession | None = None
-        self.bof = b""
-        self.sniffed = False
         self.started = False
+        self.files: dict[bool, FileState] = {}
 
     def data(self, is_orig: bool, payload: bytes, ts: float) -> None:
         if not payload:
@@ -769,44 +776,31 @@ class FTPDataAnalyzer(Analyzer):
             self.started = True
             c = self.ctx.conn
             self.session = EXPECTED.get(c.resp_h, c.resp_p, ts)
+        f = self.files.get(is_orig)
+        if f is None:
+            f = self.files[is_orig] = FileState(self.ctx.uid_for("F"), "FTP_DATA", is_orig, ts, self.o)
             if self.session is not None:
-                self.session.fuid = self.ctx.uid_for("F")
-        if not self.sniffed:
-            self.bof += payload[: self.BOF - len(self.bof)]
-            if len(self.bof) >= self.BOF:
-                self._sniff()
+                self.session.fuid = f.fuid
+        if f.data(payload, ts):
+            self._sniffed(f)
 
-    def _sniff(self) -> None:
-        self.sniffed = True
-        mime = sniff_mime(self.bof)
-        self.bof = b""
-        if mime is not None and self.session is not None:
-            self.session.mime_type = mime
+    def gap(self, is_orig: bool, length: int, ts: float) -> None:
+        f = self.files.get(is_orig)
+        if f is not None:
+            f.gap(length)
+
+    def _sniffed(self, f: FileState) -> None:
+        if f.mime_type is not None and self.session is not None:
+            self.session.mime_type = f.mime_type
 
     def done(self, ts: float) -> None:
-        if self.started and not self.sniffed:
-            self._sniff()
+        for f in self.files.values():
+            if f.finish():
+                self._sniffed(f)
+            write_file(self.ctx, f)
+        self.files = {}
         c = self.ctx.conn
         EXPECTED.remove(c.resp_h, c.resp_p)
-
-
-# A few of Zeek's file-magic signatures (base/frameworks/files/magic): the strongest match wins;
-# ``text/plain`` (ten printable or space characters) is the weakest.
-_MAGIC = (
-    (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"), (b"\xff\xd8", "image/jpeg"),
-    (b"%PDF", "application/pdf"), (b"PK\x03\x04", "application/zip"), (b"\x1f\x8b", "application/x-gzip"),
-    (b"BZh", "application/x-bzip2"), (b"\x7fELF", "application/x-executable"), (b"MZ", "application/x-dosexec"),
-)
-_PLAIN = re.compile(rb"[\x20-\x7e\t\n\v\f\r]{10}")
-
-
-def sniff_mime(bof: bytes) -> str | None:
-    for magic, mime in _MAGIC:
-        if bof.startswith(magic):
-            return mime
-    if _PLAIN.match(bof):
-        return "text/plain"
-    return None
 
 
 #: ``base/protocols/ftp`` and the policy scripts that load it.
@@ -833,4 +827,6 @@ FTP_DATA_SPEC = register(AnalyzerSpec(
     factory=FTPDataAnalyzer,
     transports=frozenset({"tcp"}),
     zeek_scripts=_FTP_SCRIPTS,
+    logs=("files",),
+    options=FTPDataOptions,
 ))

@@ -13,12 +13,16 @@ events back, in the order Zeek's MIME analyzer raises its ``mime_*`` events:
   carried any content (Zeek creates a file only for entities with data);
 * :class:`MimeWeird` -- a resource cap was hit (the parser keeps going in a safe mode).
 
+:class:`BodyDecoder` turns an entity's body lines into the bytes Zeek hands to file analysis
+(Content-Transfer-Encoding decoded, line ends restored as Zeek's MIME analyzer does).
+
 Caps: header bytes per header (``max_header_len``), headers per entity (``max_headers``) and
 multipart nesting (``max_depth``, deeper multiparts are treated as opaque leaves).
 """
 
 from __future__ import annotations
 
+import binascii
 from typing import NamedTuple
 
 
@@ -238,3 +242,85 @@ class MimeParser:
         self._end_header(e, out)
         e.in_headers = False
         out.append(EndHeaders(e.ctype, e.depth))
+
+
+_HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
+
+
+class BodyDecoder:
+    """Zeek's ``MIME_Entity::DecodeDataLine`` for one leaf entity: the decoded bytes of each body
+    line.  ``encoding`` is the Content-Transfer-Encoding value (any case; unknown ones are taken
+    as binary, like Zeek); ``in_multipart`` says the entity is a part of a multipart body, where
+    the line end before the next boundary belongs to the boundary, not to the content."""
+
+    __slots__ = ("kind", "in_multipart", "delayed_crlf", "b64rest", "bad")
+
+    def __init__(self, encoding: str = "", in_multipart: bool = False) -> None:
+        enc = encoding.strip().lower()
+        self.kind = 2 if enc == "base64" else 1 if enc == "quoted-printable" else 0
+        self.in_multipart = in_multipart
+        self.delayed_crlf = False
+        self.b64rest = b""
+        self.bad = False          # an illegal encoding was seen (the caller may report a weird)
+
+    def line(self, line: bytes) -> bytes:
+        kind = self.kind
+        if kind == 0:
+            if self.delayed_crlf:
+                self.delayed_crlf = False
+                line = b"\r\n" + line
+            if self.in_multipart:
+                self.delayed_crlf = True
+                return line
+            return line + b"\r\n"
+        if kind == 2:
+            raw = self.b64rest + line.translate(None, b" \t\r\n")
+            cut = len(raw) - len(raw) % 4
+            self.b64rest = raw[cut:]
+            return self._b64(raw[:cut]) if cut else b""
+        return self._qp(line)
+
+    def finish(self) -> bytes:
+        """End of the entity: what a base64 group left open decodes to (zero-padded)."""
+        rest = self.b64rest
+        self.b64rest = b""
+        if not rest or self.kind != 2:
+            return b""
+        self.bad = True
+        return self._b64(rest + b"=" * (-len(rest) % 4))
+
+    def _b64(self, raw: bytes) -> bytes:
+        try:
+            return binascii.a2b_base64(raw, strict_mode=True)
+        except (binascii.Error, ValueError):
+            self.bad = True
+            try:
+                return binascii.a2b_base64(raw)
+            except (binascii.Error, ValueError):
+                return b""
+
+    def _qp(self, line: bytes) -> bytes:
+        end = len(line.rstrip(b" \t"))
+        if b"=" not in line:
+            return line[:end] + b"\r\n"
+        out = bytearray()
+        soft = False
+        i = 0
+        hexd = _HEX
+        while i < end:
+            c = line[i]
+            if c == 0x3D:            # '='
+                if i == end - 1:
+                    soft = True
+                elif i + 2 < len(line) and line[i + 1] in hexd and line[i + 2] in hexd:
+                    out.append(hexd[line[i + 1]] * 16 + hexd[line[i + 2]])
+                    i += 2
+                else:
+                    self.bad = True
+                    out.append(c)
+            else:
+                out.append(c)
+            i += 1
+        if not soft:
+            out += b"\r\n"
+        return bytes(out)

@@ -9,7 +9,8 @@
 * :class:`SMTPAnalyzer` is Zeek's ``SMTP::Info`` / ``SMTP::State`` logic: one row per mail
   transaction with helo, mailfrom, rcptto, the top-level headers, the Received path, the last
   reply, fuids of the MIME entities with content, and the ``smtp_mail_transaction_invalid``
-  checks.
+  checks.  Each MIME entity with content is a file: its bytes (transfer encoding decoded) feed
+  a :class:`~analysis.files.FileState` whose files.log row is written when the entity ends.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import NamedTuple
 from analysis.logs.schema import (
     Addr, Bool, ConnIdRecord, Count, String, field as lfield, log_stream, set_of, vector_of,
 )
+from analysis.files import FileOptions, FileState, filename_from_disposition, write_file
 from analysis.protocols import mime
 from analysis.protocols._starttls import hand_to_ssl
 from analysis.protocols.base import Analyzer, AnalyzerSpec, register
@@ -56,7 +58,7 @@ def _z(name: str, default):
 
 
 @dataclass
-class SMTPOptions:
+class SMTPOptions(FileOptions):
     mail_transaction_validation: bool = _z("SMTP::mail_transaction_validation", True)
     max_invalid_mail_transactions: int = _z("SMTP::max_invalid_mail_transactions", 25)
     max_rcptto_addresses: int = _z("SMTP::max_rcptto_addresses", 1000)
@@ -114,6 +116,8 @@ _CONN, _EOD, _AUTH_ANSWER, _UNKNOWN = ">", ".", "***", "(UNKNOWN)"
  S_AFTER_DATA, S_IN_AUTH, S_IN_TLS, S_QUIT, S_AFTER_GAP, S_GAP_RECOVERY, S_IN_BDAT) = range(14)
 
 _WS = b" \t\r\n\v\f"
+_FILENAME = re.compile(r"[fF][iI][lL][eE][nN][aA][mM][eE]")
+_NAME_EQ = re.compile(r"[nN][aA][mM][eE][ \t]*=")
 
 
 def _dec(b: bytes) -> str:
@@ -503,8 +507,12 @@ class SMTPAnalyzer(Analyzer):
         self.bdat_last_observed = False
         self.stopped = False
         self.confirmed = False
-        self.file_open = False
-        self.entity_lines = 0
+        self.mime_depth = 0                     # smtp_state$mime_depth: entities so far
+        self.file: FileState | None = None      # the current entity's file, once it has data
+        self.decoder: mime.BodyDecoder | None = None
+        self.entity_depth = 0
+        self.entity_cte = ""
+        self.entity_filename: str | None = None
 
     # -- engine interface ---------------------------------------------------------------------
 
@@ -520,6 +528,9 @@ class SMTPAnalyzer(Analyzer):
     def done(self, ts: float) -> None:
         if not self.stopped:
             self._handle(self.parser.finish(ts))
+        if self.file is not None:        # an entity left open (STARTTLS, violation)
+            f, self.file = self.file, None
+            write_file(self.ctx, f)
         if self.info is not None:
             self._message(ts)
 
@@ -632,24 +643,56 @@ class SMTPAnalyzer(Analyzer):
         t = type(ev)
         i = self.info
         if t is mime.Body:
-            if not self.file_open:
-                self.entity_lines += 1
-                if ev.line or self.entity_lines > 1:
-                    self.file_open = True
-                    if i is not None:
-                        i.fuids.append(self.ctx.uid_for("F"))
+            d = self.decoder
+            if d is None:
+                d = self.decoder = mime.BodyDecoder(self.entity_cte, self.entity_depth > 0)
+            data = d.line(ev.line)
+            if data:
+                self._file_data(data, ts)
         elif t is mime.Header:
+            name = ev.name
+            if name == "CONTENT-TRANSFER-ENCODING":
+                self.entity_cte = ev.value
+            elif name == "CONTENT-DISPOSITION" or name == "CONTENT-TYPE":
+                # smtp/entities.zeek: the entity's file name
+                if (_FILENAME.search(ev.value) if name == "CONTENT-DISPOSITION" else _NAME_EQ.search(ev.value)):
+                    self.entity_filename = filename_from_disposition(ev.value)
             if i is not None and i.process_smtp_headers:
-                self._header(i, ev.name, ev.value)
+                self._header(i, name, ev.value)
         elif t is mime.BeginEntity:
-            self.file_open = False
-            self.entity_lines = 0
+            self.mime_depth += 1
+            self.entity_depth = ev.depth
+            self.entity_cte = ""
+            self.entity_filename = None
+            self.decoder = None
+            self.file = None
             if i is not None:
                 i.entity_count += 1
                 if i.entity_count > 1:
                     i.process_smtp_headers = False
+        elif t is mime.EndEntity:
+            d = self.decoder
+            if d is not None:
+                rest = d.finish()
+                if rest:
+                    self._file_data(rest, ts)
+                self.decoder = None
+            f = self.file
+            if f is not None:
+                self.file = None
+                write_file(self.ctx, f)
         elif t is mime.MimeWeird:
             self.ctx.weird(ev.name, ev.addl)
+
+    def _file_data(self, data: bytes, ts: float) -> None:
+        """Decoded entity bytes; the first ones make the entity a file (Zeek's file_new)."""
+        f = self.file
+        if f is None:
+            f = self.file = FileState(self.ctx.uid_for("F"), "SMTP", True, ts, self.o,
+                                      self.mime_depth, self.entity_filename)
+            if self.info is not None:
+                self.info.fuids.append(f.fuid)
+        f.data(data, ts)
 
     def _header(self, i: _Info, name: str, value: str) -> None:
         o = self.o

@@ -4,7 +4,8 @@ It reproduces base/protocols/http/main.zeek and entities.zeek: the ``pending`` t
 transactions indexed by request/response counters (pipelining, responses without requests,
 1xx informational replies), logging at the end of each reply and flushing what is left when
 the connection goes away, basic-auth parsing, proxy headers, and the file columns (one file
-per leaf MIME entity with body data, MIME type by content sniffing).
+per leaf MIME entity with body data, MIME type by content sniffing) and their files.log rows
+(``analysis/files``: one row when the entity ends, or when the connection goes away).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from analysis.files import FileOptions, FileState, filename_from_disposition, write_file
 from analysis.protocols.base import Analyzer, AnalyzerContext
 from analysis.protocols.http import events as ev
 from analysis.protocols.http.info import HTTPInfo
-from analysis.protocols.http.mime import BOF_SIZE, sniff
 from analysis.protocols.http.parser import _NOTHING, HTTPParser
 
 HTTP_METHODS = frozenset({
@@ -36,12 +38,13 @@ _BASIC = re.compile(r"^[bB][aA][sS][iI][cC] ")
 _BASIC_SUB = re.compile(r"[bB][aA][sS][iI][cC][ \t]+")
 _FILENAME = re.compile(r"[fF][iI][lL][eE][nN][aA][mM][eE]")
 _NAME_EQ = re.compile(r"[nN][aA][mM][eE][ \t]*=")
-_CD_FILENAME = re.compile(r"""(?i)filename\*?[ \t]*=[ \t]*(?:"([^"]*)"|([^;]*))""")
+
+__all__ = ["HTTPAnalyzer", "HTTPOptions", "filename_from_disposition"]
 
 
 @dataclass
-class HTTPOptions:
-    """Zeek's HTTP options (names as in base/protocols/http)."""
+class HTTPOptions(FileOptions):
+    """Zeek's HTTP options (names as in base/protocols/http), plus the file-analysis switches."""
 
     default_capture_password: bool = field(default=False, metadata={"zeek": "HTTP::default_capture_password"})
     http_methods: frozenset = field(default=HTTP_METHODS, metadata={"zeek": "HTTP::http_methods"})
@@ -116,14 +119,73 @@ class _Txn:
 
 
 class _File:
-    __slots__ = ("fuid", "txn", "is_orig", "bof", "sniffed")
+    """A body file as this connection sees it: the file's state (its own, or the one shared by
+    every piece of a range-requested resource), the transaction whose http.log vectors name it
+    and whether its fuid made it into them (below HTTP::max_files_*)."""
 
-    def __init__(self, fuid: str, txn: _Txn, is_orig: bool) -> None:
-        self.fuid = fuid
+    __slots__ = ("state", "txn", "is_orig", "logged", "shared")
+
+    def __init__(self, state: FileState, txn: _Txn, is_orig: bool, shared: _RangeFile | None) -> None:
+        self.state = state
         self.txn = txn
         self.is_orig = is_orig
-        self.bof = b""
-        self.sniffed = False
+        self.logged = False
+        self.shared = shared
+
+
+class _ConnSnap(NamedTuple):
+    """The connection columns of a files.log row, kept for a file that outlives the connection."""
+
+    uid: str
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+    is_local: object
+
+
+class _RangeFile:
+    """A resource fetched by range requests: Zeek's file handle is then (host, uri), so all its
+    pieces, over any number of connections, are one file (one row per connection, written when
+    the file ends or the last connection carrying it goes away)."""
+
+    __slots__ = ("key", "state", "conns", "users", "ended")
+
+    def __init__(self, key: tuple, state: FileState) -> None:
+        self.key = key
+        self.state = state
+        self.conns: list[_ConnSnap] = []
+        self.users = 0
+        self.ended = False
+
+    def end(self, ctx, timedout: bool) -> bool:
+        """Write the rows (once); True when this call decided the MIME type."""
+        if self.ended:
+            return False
+        self.ended = True
+        if _RANGE_FILES.get(self.key) is self:
+            del _RANGE_FILES[self.key]
+        sniffed = self.state.finish()
+        for snap in self.conns:
+            ctx.write_log("files", self.state.record(snap, snap.is_local, timedout))
+        return sniffed
+
+
+#: Open range-request files by (host, uri): one table per process, like Zeek's file manager
+#: (and ftp.py's table of expected data connections); bounded against floods.
+_RANGE_FILES: dict[tuple, _RangeFile] = {}
+_RANGE_FILES_LIMIT = 10000
+
+
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d{1,18})\s*-\s*(\d{1,18})\s*/\s*(\d{1,18}|\*)")
+
+
+def _content_range(value: str) -> list | None:
+    """``bytes first-last/instance`` -> [first, instance length or 0]; None when unusable."""
+    m = _CONTENT_RANGE.match(value)
+    if m is None or int(m.group(2)) < int(m.group(1)):
+        return None
+    return [int(m.group(1)), 0 if m.group(3) == "*" else int(m.group(3))]
 
 
 def _append(txn: _Txn, attr: str, value: str, cap: int) -> None:
@@ -132,18 +194,6 @@ def _append(txn: _Txn, attr: str, value: str, cap: int) -> None:
         setattr(txn, attr, [value])
     elif len(cur) < cap:
         cur.append(value)
-
-
-def filename_from_disposition(value: str) -> str | None:
-    """``extract_filename_from_content_disposition`` (base/utils/files)."""
-    m = _CD_FILENAME.search(value)
-    if not m:
-        return None
-    name = m.group(1) if m.group(1) is not None else m.group(2).strip()
-    if name.lower().startswith("utf-8''"):
-        from urllib.parse import unquote
-        name = unquote(name[7:], errors="surrogateescape")
-    return name
 
 
 class HTTPAnalyzer(Analyzer):
@@ -160,6 +210,10 @@ class HTTPAnalyzer(Analyzer):
         self.trans_depth = 0
         self.http: _Txn | None = None
         self.files: dict[bool, _File | None] = {True: None, False: None}
+        self.partial_files: list[_File] = []   # 206 bodies: Zeek keeps the file open (ranges)
+        self.range_files: list[_RangeFile] = []   # shared range files this connection carries
+        self.entity_depth = {True: 0, False: 0}
+        self.part_range: list | None = None      # [offset, instance length] of a 206 body part
         self.confirmed = False
         self.dead = False
         self.finished = False
@@ -186,6 +240,9 @@ class HTTPAnalyzer(Analyzer):
 
     def gap(self, is_orig: bool, length: int, ts: float) -> None:
         if not self.dead:
+            f = self.files[is_orig]
+            if f is not None:
+                f.state.gap(length)
             self._handle(self.parser.gap(is_orig, length, ts), ts)
 
     def eof(self, is_orig: bool, ts: float) -> None:
@@ -204,6 +261,21 @@ class HTTPAnalyzer(Analyzer):
             self._handle(self.parser.done(ts), ts)
             if self.inner is not None:
                 self._handle(self.inner.done(ts), ts, inner=True)
+        for is_orig in (True, False):
+            f = self.files[is_orig]
+            if f is not None:
+                self.files[is_orig] = None
+                if f.shared is None:
+                    self._end_file(f)
+        for f in self.partial_files:
+            # Zeek's file timer expires a range file still open at the end (timedout=T)
+            write_file(self.ctx, f.state, timedout=True)
+        self.partial_files = []
+        for rf in self.range_files:
+            rf.users -= 1
+            if rf.users <= 0:
+                rf.end(self.ctx, timedout=True)
+        self.range_files = []
         self._flush_pending()
 
     # -- main.zeek -----------------------------------------------------------------------
@@ -300,6 +372,9 @@ class HTTPAnalyzer(Analyzer):
                 self._entity_filename(txn, value)
             elif name.startswith("SEC-WEBSOCKET-"):
                 self.ws_headers[e.is_orig][name] = value
+            elif name == "CONTENT-RANGE" and not e.is_orig and self.entity_depth[False] > 0 \
+                    and txn.status_code == 206:
+                self.part_range = _content_range(value)
         self.ctx.event("http_header", e.is_orig, e.name, name, value)
 
     def _entity_filename(self, txn: _Txn, value: str) -> None:
@@ -352,56 +427,92 @@ class HTTPAnalyzer(Analyzer):
         txn = self._set_state(e.is_orig, ts)
         txn.has_entity = True
         txn.entity = None
+        self.entity_depth[e.is_orig] = e.depth
+        if not e.is_orig:
+            self.part_range = None
 
     def _on_entity_data(self, e: ev.EntityData, ts: float) -> None:
-        f = self.files[e.is_orig]
+        is_orig = e.is_orig
+        f = self.files[is_orig]
         if f is None:
-            txn = self._set_state(e.is_orig, ts)
-            f = self.files[e.is_orig] = _File(self.ctx.uid_for("F"), txn, e.is_orig)
-            if e.is_orig:
-                cap = self.opts.max_files_orig
-                if txn.orig_fuids is None or len(txn.orig_fuids) < cap:
-                    _append(txn, "orig_fuids", f.fuid, cap)
-                    if txn.has_entity and txn.entity is not None:
-                        _append(txn, "orig_filenames", txn.entity, cap)
-                else:
-                    f.sniffed = True
-                    self.parser.want_data[True] = False
-            else:
-                cap = self.opts.max_files_resp
-                if txn.resp_fuids is None or len(txn.resp_fuids) < cap:
-                    _append(txn, "resp_fuids", f.fuid, cap)
-                    if txn.has_entity and txn.entity is not None:
-                        _append(txn, "resp_filenames", txn.entity, cap)
-                else:
-                    f.sniffed = True
-                    self.parser.want_data[False] = False
-            if e.offset > 0:
-                f.sniffed = True   # no beginning of file to sniff
-                self.parser.want_data[e.is_orig] = False
-        if not f.sniffed:
-            need = BOF_SIZE - len(f.bof)
-            f.bof += e.data[:need]
-            if len(f.bof) >= BOF_SIZE:
-                self._sniff(f)
+            f = self._new_file(is_orig, ts)
+        offset = e.offset
+        pr = self.part_range
+        if pr is not None and not is_orig:
+            # a part of a multipart/byteranges reply: its own Content-Range places it
+            offset = pr[0]
+            pr[0] += len(e.data)
+            if pr[1] > 0 and f.state.total_bytes is None:
+                f.state.total_bytes = pr[1]
+        if f.state.data(e.data, ts, offset) and f.logged:
+            self._add_mime(f)
 
-    def _sniff(self, f: _File) -> None:
-        f.sniffed = True
-        self.parser.want_data[f.is_orig] = False
-        mime = sniff(f.bof)
-        f.bof = b""
+    def _new_file(self, is_orig: bool, ts: float) -> _File:
+        """The entity's first data: a new file, or for a range request the resource's shared
+        file (entities.zeek's file_over_new_connection names it once per connection)."""
+        txn = self._set_state(is_orig, ts)
+        name = txn.entity if txn.has_entity else None
+        rf = None
+        new_here = True
+        if txn.range_request and not is_orig:
+            key = (txn.host, txn.uri)
+            rf = _RANGE_FILES.get(key)
+            if rf is None and len(_RANGE_FILES) < _RANGE_FILES_LIMIT:
+                rf = _RANGE_FILES[key] = _RangeFile(
+                    key, FileState(self.ctx.uid_for("F"), "HTTP", False, ts, self.opts, 0, name))
+            if rf is not None:
+                new_here = rf not in self.range_files
+                if new_here:
+                    self.range_files.append(rf)
+                    rf.users += 1
+                    c = self.ctx.conn
+                    rf.conns.append(_ConnSnap(c.uid, c.orig_h, c.orig_p, c.resp_h, c.resp_p,
+                                              getattr(self.ctx, "is_local_addr", None)))
+        state = rf.state if rf is not None else \
+            FileState(self.ctx.uid_for("F"), "HTTP", is_orig, ts, self.opts, 0, name)
+        f = self.files[is_orig] = _File(state, txn, is_orig, rf)
+        cap = self.opts.max_files_orig if is_orig else self.opts.max_files_resp
+        attr = "orig_fuids" if is_orig else "resp_fuids"
+        cur = getattr(txn, attr)
+        if new_here and (cur is None or len(cur) < cap):
+            f.logged = True
+            _append(txn, attr, state.fuid, cap)
+            if name is not None:
+                _append(txn, "orig_filenames" if is_orig else "resp_filenames", name, cap)
+        if self.entity_depth[is_orig] == 0:
+            # HTTP_Entity::SubmitData: the size from the headers (not for decompressed bodies)
+            msg = self.parser.req_msg if is_orig else self.parser.rep_msg
+            if msg is not None and msg.encoding is None:
+                size = msg.instance_length if msg.partial else msg.content_length
+                if size > 0:
+                    state.total_bytes = size
+        return f
+
+    def _add_mime(self, f: _File) -> None:
+        mime = f.state.mime_type
         if mime is not None:
             if f.is_orig:
                 _append(f.txn, "orig_mime_types", mime, self.opts.max_files_orig)
             else:
                 _append(f.txn, "resp_mime_types", mime, self.opts.max_files_resp)
 
+    def _end_file(self, f: _File) -> None:
+        if f.state.finish() and f.logged:
+            self._add_mime(f)
+        write_file(self.ctx, f.state)
+
     def _on_end_entity(self, e: ev.EndEntity, ts: float) -> None:
         f = self.files[e.is_orig]
         if f is not None:
-            if not f.sniffed and e.eof_file:
-                self._sniff(f)
             self.files[e.is_orig] = None
+            if not e.eof_file:
+                if f.shared is None:
+                    self.partial_files.append(f)
+            elif f.shared is not None:
+                if f.shared.end(self.ctx, timedout=False) and f.logged:
+                    self._add_mime(f)
+            else:
+                self._end_file(f)
         txn = self._set_state(e.is_orig, ts)
         txn.has_entity = False
         txn.entity = None
