@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from analysis.reassembly import TCPReassembler
 
 if TYPE_CHECKING:       # the registry is imported by AnalyzerManager: the table needs no analyzers
@@ -23,6 +25,30 @@ if TYPE_CHECKING:       # the registry is imported by AnalyzerManager: the table
 #: Tunnel types whose outer UDP connection Zeek labels with a service.
 TUNNEL_SERVICES = {"VXLAN": "vxlan", "GENEVE": "geneve", "AYIYA": "ayiya", "GTPv1": "gtpv1",
                    "TEREDO": "teredo"}
+
+
+class AnalyzerConfirmationInfo(msgspec.Struct, frozen=True):
+    """Zeek's ``AnalyzerConfirmationInfo`` (second argument of ``analyzer_confirmation_info``):
+    ``c`` is the connection's conn.log record as it stands (``ConnInfo``), ``aid`` the analyzer
+    instance's id (unique within the engine).  Zeek's ``f`` (file analyzers) does not exist here."""
+
+    c: Any
+    aid: int
+
+
+class AnalyzerViolationInfo(msgspec.Struct, frozen=True):
+    """Zeek's ``AnalyzerViolationInfo``: ``reason`` as the analyzer gave it; ``data`` is never
+    set (our analyzers do not pass the offending bytes)."""
+
+    reason: str
+    c: Any
+    aid: int
+    data: bytes | None = None
+
+
+def analyzer_tag(name: str) -> str:
+    """Zeek's ``AllAnalyzers::Tag`` as script text, e.g. ``"Analyzer::ANALYZER_FTP_DATA"``."""
+    return "Analyzer::ANALYZER_" + name.upper().replace("-", "_")
 
 
 def add_service(c, name: str) -> None:
@@ -74,6 +100,7 @@ class AnalyzerManager:
         self.strict = config.strict_analyzers
         self._expected: dict[tuple, tuple[str, float]] = {}
         self.errors = 0
+        self.aids = 0             # analyzer instances made (Zeek's analyzer ids count from 1)
 
     # -- per new connection -----------------------------------------------------------------------
     def attach(self, c) -> "ConnAnalyzers | None":
@@ -157,11 +184,15 @@ class _ConnView:
 class _Ctx:
     """One analyzer's AnalyzerContext; also the bookkeeping of that attachment."""
 
-    __slots__ = ("_ca", "spec", "options", "analyzer", "conn", "dead", "muted", "finished")
+    __slots__ = ("_ca", "spec", "options", "analyzer", "conn", "dead", "muted", "finished", "confirmed", "aid")
 
     def __init__(self, ca: "ConnAnalyzers", spec: AnalyzerSpec) -> None:
         self._ca = ca
         self.spec = spec
+        self.confirmed = False
+        m = ca.m
+        m.aids += 1
+        self.aid = m.aids
         self.options = ca.m.options.get(spec.name)
         self.conn = ca.view()
         self.dead = False       # violated: detached
@@ -190,7 +221,18 @@ class _Ctx:
         m.table._weirds.net(name, m.table.now, addl or "", source)
 
     def confirm(self) -> None:
-        add_service(self._ca.c, self.spec.name)
+        """Zeek's AnalyzerConfirmation: the first one adds the service and raises
+        ``analyzer_confirmation_info``; repeats do nothing."""
+        if self.confirmed:
+            return
+        self.confirmed = True
+        ca = self._ca
+        add_service(ca.c, self.spec.name)
+        ev = ca.m.event_sink
+        if ev is not None:
+            t = ca.m.table
+            ev.event("analyzer_confirmation_info",
+                     (analyzer_tag(self.spec.name), AnalyzerConfirmationInfo(t.snapshot(ca.c), self.aid)))
 
     def violation(self, reason: str) -> None:
         self._ca._detach(self, reason)
@@ -317,8 +359,9 @@ class ConnAnalyzers(TCPReassembler):
                 raise
             # an analyzer bug must not take the engine down: report it and detach the analyzer
             self.m.errors += 1
-            x.weird("analyzer_error", f"{type(e).__name__}: {e}"[:200], source=x.spec.name.upper())
-            self._detach(x, "exception")
+            why = f"{type(e).__name__}: {e}"[:200]
+            x.weird("analyzer_error", why, source=x.spec.name.upper())
+            self._detach(x, why)
 
     # -- attachment -------------------------------------------------------------------------------
     def _start(self, spec: AnalyzerSpec) -> _Ctx:
@@ -331,9 +374,15 @@ class ConnAnalyzers(TCPReassembler):
         return any(x.spec.name == name and not x.dead for x in self.live)
 
     def _detach(self, x: _Ctx, reason: str) -> None:
+        """A violation (or an analyzer error): raise ``analyzer_violation_info``, then remove
+        the analyzer (what Zeek's DPD script does on a violation)."""
         if x.dead:
             return
         x.dead = True
+        ev = self.m.event_sink
+        if ev is not None:
+            ev.event("analyzer_violation_info",
+                     (analyzer_tag(x.spec.name), AnalyzerViolationInfo(reason, self.m.table.snapshot(self.c), x.aid)))
         self.live = [y for y in self.live if y is not x]
         if not x.finished:
             x.finished = True

@@ -26,6 +26,9 @@ F_REASSEMBLE = 32    # TCP: a reassembler is attached (gap accounting)
 F_CLOSE_DEFERRED = 64
 F_T_ATTEMPT = 128    # timer_at is the TCP attempt timer
 F_T_DELETE = 256     # timer_at removes the connection (close / reset delay)
+F_T_RESET = 512      # with F_T_DELETE: it is Zeek's ResetTimer (raises connection_reset when it fires)
+F_T_PARTIAL = 1024   # timer_at is Zeek's PartialCloseTimer (raises connection_partial_close)
+F_DEFER_GEN = 2048   # Zeek's deferred_gen_event: a deferred close owes connection_finished
 
 
 class Endpoint:

@@ -4,12 +4,15 @@ Packets come from the decoder one by one (``process``); connections are keyed by
 direction-independent tuple, created with Zeek's orig/resp flip rules, driven through the
 per-transport logic (TCP in :mod:`analysis.conn.tcp`), and removed by network-time timers —
 checked lazily on the next packet of the same connection and by a periodic sweep — or by
-``finish``.  Removal writes the conn.log row and emits ``connection_state_remove``.
+``finish``.  Removal writes the conn.log row and emits ``connection_state_remove``.  With an
+event sink, the TCP timers that raise events (attempt, reset, partial close) also sit in an
+exact heap checked before each packet, so their events come at Zeek's network time.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import sys
 
 from analysis.conn import tcp as _tcp
@@ -75,6 +78,20 @@ class ConnTable:
         self.bytes = 0
         self.connections = 0
         self.removed = 0
+        self._ev_timers: list | None = None
+        if event_sink is not None:
+            # Zeek raises a timer's event when network time passes it, before the packet that
+            # moved the clock: event-raising timers get an exact heap, checked per packet (only
+            # here: without a sink ``process`` is the plain method)
+            h = self._ev_timers = []
+            self._ev_seq = itertools.count()
+            plain, run_due = self.process, self._run_event_timers
+
+            def process(p) -> None:
+                if h and h[0][0] <= p.ts:
+                    run_due(p.ts)
+                plain(p)
+            self.process = process
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -184,6 +201,23 @@ class ConnTable:
             c.resp_pkts += 1
             c.resp_ip_bytes += p.ip_len
 
+    def _run_event_timers(self, ts: float) -> None:
+        """Run the event timers due by a packet at ``ts`` (network time moves there first).
+        A removal they call for follows at the sweep or the connection's next packet, as
+        without a sink, so the logs do not depend on the sink."""
+        if ts > self.now:
+            self.now = ts
+        h = self._ev_timers
+        conns = self._conns
+        while h and h[0][0] <= ts:
+            t, _, c = heapq.heappop(h)
+            if c.timer_at == t and conns.get(c.key) is c:     # else cancelled, replaced or removed
+                _tcp.run_timer(self, c)
+
+    def event_timer(self, c: Connection) -> None:
+        """``c.timer_at`` now holds a timer that raises an event: run it at its exact time."""
+        heapq.heappush(self._ev_timers, (c.timer_at, next(self._ev_seq), c))
+
     # -- connection lifecycle -------------------------------------------------------------------
     def _new(self, key, p, proto, src, dst, sp, dp, ts) -> Connection:
         flip = False
@@ -261,6 +295,8 @@ class ConnTable:
 
     def _expired(self, c: Connection, now: float) -> bool:
         if c.last + c.timeout <= now:
+            if c.proto == 6 and c.timer_at <= c.last + c.timeout and self._events is not None:
+                _tcp.run_timer(self, c)              # a TCP timer due first still raises its event
             return True
         if c.proto == 6:
             return _tcp.expired(self, c, now)
@@ -328,6 +364,8 @@ class ConnTable:
             self._remove(c, now)
         self._buckets.clear()
         self._due.clear()
+        if self._ev_timers is not None:
+            self._ev_timers.clear()
 
     # -- tunnels --------------------------------------------------------------------------------
     def _check_encap(self, c: Connection, p, ts: float) -> None:
@@ -365,6 +403,17 @@ class ConnTable:
         if uid is None:
             uid = c.uid = self.new_uid()
         return uid
+
+    # -- events ---------------------------------------------------------------------------------
+    def snapshot(self, c: Connection) -> ConnInfo:
+        """``c``'s conn.log record as it stands now (history, counts, state so far): the ``c``
+        that engine events raised during a connection's life carry."""
+        return self._info(c, final=True)
+
+    def conn_event(self, name: str, c: Connection) -> None:
+        """Raise engine event ``name(c)``.  Callers test ``self._events is not None`` first,
+        so that without a sink nothing is built."""
+        self._events.event(name, (self.snapshot(c),))
 
     # -- weirds and records ---------------------------------------------------------------------
     def conn_weird(self, c: Connection, name: str, ts: float, addl: str = "", source: str = "") -> None:

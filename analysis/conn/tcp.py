@@ -14,7 +14,8 @@ import sys
 
 from analysis.conn.state import shared_int
 from analysis.conn.state import (
-    F_T_ATTEMPT, F_T_DELETE, CLOSED, ESTABLISHED, F_ACTIVE, F_CLOSE_DEFERRED, F_PARTIAL, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP,
+    F_DEFER_GEN, F_T_ATTEMPT, F_T_DELETE, F_T_PARTIAL, F_T_RESET,
+    CLOSED, ESTABLISHED, F_ACTIVE, F_CLOSE_DEFERRED, F_PARTIAL, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP,
     F_WEIRD, H_ACK, H_DATA, H_FIN, H_FIN_RST, H_MULTI, H_RST, H_SYN, INACTIVE, PARTIAL, RESET, RESP_SHIFT,
     SYN_ACK_SENT, SYN_SENT,
 )
@@ -390,6 +391,8 @@ def _state_machine(table, c, ep, peer, base_seq, ack_seq, length, delta_last, is
                 if table.cfg.tcp_attempt_delay and not c.flags & (F_T_ATTEMPT | F_T_DELETE):
                     c.timer_at = ts + table.cfg.tcp_attempt_delay
                     c.flags |= F_T_ATTEMPT
+                    if table._events is not None:
+                        table.event_timer(c)
             else:
                 if ack:
                     if peer.state not in (INACTIVE, PARTIAL) and not _seq_between(ack_seq, peer.start_seq, peer.last_seq):
@@ -407,6 +410,8 @@ def _state_machine(table, c, ep, peer, base_seq, ack_seq, length, delta_last, is
                 elif peer.state == INACTIVE:
                     cw(c, "unsolicited_SYN_response", ts, source="TCP")
                 set_state(table, c, ep, peer, ESTABLISHED)
+                if peer.state != PARTIAL and table._events is not None:
+                    table.conn_event("connection_established", c)
         if fin:
             set_state(table, c, ep, peer, CLOSED)
             do_close = gen_event = True
@@ -422,7 +427,10 @@ def _state_machine(table, c, ep, peer, base_seq, ack_seq, length, delta_last, is
                 is_reject = True
             do_close = True
             gen_event = not is_reject
-            if not is_reject and peer.state == INACTIVE:
+            if is_reject:
+                if table._events is not None:
+                    table.conn_event("connection_rejected", c)
+            elif peer.state == INACTIVE:
                 cw(c, "spontaneous_RST", ts, source="TCP")
         if ep.state == INACTIVE:
             if not is_orig and length == 0 and c.o.state == SYN_SENT:
@@ -432,6 +440,8 @@ def _state_machine(table, c, ep, peer, base_seq, ack_seq, length, delta_last, is
                 c.flags = (c.flags & ~F_PARTIAL) | (F_SEEN_ORIG if is_orig else F_SEEN_RESP)
             else:
                 set_state(table, c, ep, peer, PARTIAL)
+                if peer.state == PARTIAL and table._events is not None:
+                    table.conn_event("partial_connection", c)     # both sides seen, no handshake
     elif st == SYN_SENT or st == SYN_ACK_SENT:
         if syn:
             if is_orig:
@@ -446,7 +456,7 @@ def _state_machine(table, c, ep, peer, base_seq, ack_seq, length, delta_last, is
             do_close = gen_event = True
         if rst:
             set_state(table, c, ep, peer, RESET)
-            c.flags &= ~F_ACTIVE   # ConnectionReset
+            connection_reset(table, c)
             do_close = True
         elif length > 0:
             cw(c, "data_before_established", ts, source="TCP")
@@ -463,7 +473,7 @@ def _state_machine(table, c, ep, peer, base_seq, ack_seq, length, delta_last, is
             set_state(table, c, ep, peer, RESET)
             do_close = True
             if peer.state != RESET or peer.prev_state != ESTABLISHED:
-                c.flags &= ~F_ACTIVE
+                connection_reset(table, c)
     elif st == CLOSED:
         if syn:
             cw(c, "SYN_after_close", ts, source="TCP")
@@ -474,10 +484,14 @@ def _state_machine(table, c, ep, peer, base_seq, ack_seq, length, delta_last, is
             if not ep.did_close:
                 do_close = True
             if c.flags & F_ACTIVE:
+                # Zeek's ResetTimer: removes the connection (raising connection_reset) unless an
+                # earlier timer does first
                 t = ts + table.cfg.tcp_reset_delay
                 if not c.flags & F_T_DELETE or t < c.timer_at:
                     c.timer_at = t
-                    c.flags = (c.flags & ~F_T_ATTEMPT) | F_T_DELETE
+                    c.flags = (c.flags & ~(F_T_ATTEMPT | F_T_PARTIAL)) | F_T_DELETE | F_T_RESET
+                    if table._events is not None:
+                        table.event_timer(c)
     else:  # RESET
         if syn:
             cw(c, "SYN_after_reset", ts, source="TCP")
@@ -492,20 +506,41 @@ def _seq_between(seq: int, low: int, high: int) -> bool:
     return seq_delta(seq, low) >= 0 and seq_delta(seq, high) <= 0
 
 
+def connection_reset(table, c) -> None:
+    """Zeek's ConnectionReset: the connection is no longer active."""
+    c.flags &= ~F_ACTIVE
+    if table._events is not None:
+        table.conn_event("connection_reset", c)
+
+
 def connection_closed(table, c, ep, peer, gen_event) -> None:
     if c.flags & F_REASSEMBLE and data_pending(ep, peer):
-        c.flags |= F_CLOSE_DEFERRED
+        c.flags |= (F_CLOSE_DEFERRED | F_DEFER_GEN) if gen_event else F_CLOSE_DEFERRED
         return
     c.flags &= ~F_CLOSE_DEFERRED
     if ep.did_close:
         return
     ep.did_close = True
     if ep.state == RESET or peer.did_close or peer.state == INACTIVE:
-        if gen_event and (ep.prev_state != INACTIVE or peer.state != INACTIVE):
-            c.flags &= ~F_ACTIVE          # ConnectionFinished
+        if ep.prev_state != INACTIVE or peer.state != INACTIVE:
+            if c.flags & F_DEFER_GEN:
+                gen_event = True
+                c.flags &= ~F_DEFER_GEN
+            if gen_event:                 # ConnectionFinished
+                c.flags &= ~F_ACTIVE
+                if table._events is not None:
+                    table.conn_event("connection_half_finished" if peer.state == INACTIVE
+                                     else "connection_finished", c)
         # CancelTimers, then the delete timer
         c.timer_at = c.last + table.cfg.tcp_close_delay
-        c.flags = (c.flags & ~F_T_ATTEMPT) | F_T_DELETE
+        c.flags = (c.flags & ~(F_T_ATTEMPT | F_T_PARTIAL | F_T_RESET)) | F_T_DELETE
+    elif ep.prev_state == INACTIVE and not c.flags & F_T_DELETE and table._events is not None:
+        # the first thing seen from this side was its FIN: Zeek's PartialCloseTimer (only
+        # scheduled when a script handles connection_partial_close; it replaces the attempt
+        # timer, which can no longer fire once both sides were seen)
+        c.timer_at = c.last + table.cfg.tcp_partial_close_delay
+        c.flags = (c.flags & ~F_T_ATTEMPT) | F_T_PARTIAL
+        table.event_timer(c)
 
 
 def check_eof(table, c, ep, peer, ts) -> None:
@@ -515,7 +550,7 @@ def check_eof(table, c, ep, peer, ts) -> None:
             c.analyzer.eof(ep is c.o, ts)
         if c.flags & F_CLOSE_DEFERRED:
             c.flags &= ~F_CLOSE_DEFERRED
-            connection_closed(table, c, ep, peer, True)
+            connection_closed(table, c, ep, peer, bool(c.flags & F_DEFER_GEN))
 
 
 def data_pending(ep, peer) -> bool:
@@ -691,19 +726,45 @@ def is_reuse(table, c, p, ts: float) -> bool:
     return True
 
 
+def run_timer(table, c) -> bool:
+    """The timer in ``c.timer_at`` (due) fires: Zeek's AttemptTimer, ResetTimer, PartialCloseTimer
+    or a delete timer.  Raises its event; True when the connection is to be removed.
+
+    With an event sink the table runs the event-raising timers at their due packet
+    (``ConnTable.event_timer``), before the removal that follows at the sweep: so an attempt
+    becomes a delete timer here, and a reset timer forgets its event once raised."""
+    f = c.flags
+    o, r = c.o, c.r
+    if f & F_T_DELETE:
+        if f & F_T_RESET:
+            c.flags = f & ~F_T_RESET
+            if f & F_ACTIVE and not (o.did_close and r.did_close):
+                connection_reset(table, c)
+        return True
+    if f & F_T_ATTEMPT:
+        if f & F_ACTIVE and (o.state == SYN_SENT or o.state == SYN_ACK_SENT) and r.state == INACTIVE:
+            c.flags = (f & ~F_T_ATTEMPT) | F_T_DELETE
+            if table._events is not None:
+                table.conn_event("connection_attempt", c)
+            return True
+        c.flags = f & ~F_T_ATTEMPT
+        c.timer_at = _INF
+    elif f & F_T_PARTIAL:
+        c.flags = f & ~F_T_PARTIAL
+        c.timer_at = _INF
+        if f & F_ACTIVE and o.state != INACTIVE and r.state != INACTIVE and not (o.did_close and r.did_close) \
+                and o.state != RESET and r.state != RESET and table._events is not None:
+            table.conn_event("connection_partial_close", c)
+    return False
+
+
 def expired(table, c, now: float) -> bool:
     """Whether one of Zeek's TCP timers would have removed ``c`` by network time ``now``."""
     cfg = table.cfg
     o, r = c.o, c.r
+    if c.timer_at <= now and run_timer(table, c):
+        return True
     active = c.flags & F_ACTIVE
-    if c.timer_at <= now:
-        if c.flags & F_T_DELETE:
-            return True
-        if c.flags & F_T_ATTEMPT:
-            c.flags &= ~F_T_ATTEMPT
-            c.timer_at = _INF
-            if active and o.state in (SYN_SENT, SYN_ACK_SENT) and r.state == INACTIVE:
-                return True
     if active and c.last + cfg.tcp_connection_linger < now:
         # the periodic ExpireTimer: ticks at start+SYN_timeout, then every session_timer
         base = c.start + cfg.tcp_SYN_timeout
