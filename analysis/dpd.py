@@ -250,6 +250,11 @@ class _Ctx:
     def uid_for(self, kind: str) -> str:
         return self._ca.m.table.new_uid(kind)
 
+    def is_local_addr(self, addr: str) -> bool | None:
+        """Zeek's ``Site::is_local_addr`` over the run's local networks (the set conn.log's
+        ``local_orig`` uses); None when there are none, where Zeek leaves ``local_*`` unset."""
+        return self._ca.m.table.is_local(addr)
+
     def hand_off(self, name: str, pending: bytes = b"", is_orig: bool = True) -> bool:
         return self._ca._hand_off(self, name, pending, is_orig)
 

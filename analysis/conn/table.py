@@ -420,6 +420,10 @@ class ConnTable:
         c.flags |= F_WEIRD
         self._weirds.conn(name, ts, self.uid_of(c), c.orig_h, c.orig_p, c.resp_h, c.resp_p, addl, source)
 
+    def is_local(self, addr: str) -> bool | None:
+        """``Site::is_local_addr`` for the configured local networks; None without any."""
+        return addr in self._local if self._has_local else None
+
     def _info(self, c: Connection, final: bool = False) -> ConnInfo:
         """conn.log's record for ``c``; ``final`` adds what Zeek fills in at removal."""
         local = self._local

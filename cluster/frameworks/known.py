@@ -12,8 +12,9 @@ members its ``sadd`` added to the ``(host, port, proto)`` key (created with the 
 ``&create_expire``).  No reply within ``timeout``: the row is written anyway (Zeek's ``timeout``
 branch).  Standalone mode runs the same :class:`Known` over a :class:`~cluster.store.LocalStore`.
 
-Where the engine does not (yet) raise ``connection_established`` and analyzer confirmations,
-the decisions are made when the connection is removed (``connection_state_remove``): a host
+Hosts are decided at ``connection_established`` (Zeek's timing).  Services, and hosts of a
+connection that never raised that event, are decided when the connection is removed
+(``connection_state_remove``): a host
 counts when the history shows the originator's SYN and the responder's SYN-ACK (``S`` and
 ``h``), and ``ts`` is the network time at that moment (see docs/store.md for the deviation).
 

@@ -4,8 +4,9 @@ Load it like ``@load misc/scan``: import it from a script given to ``starling ru
 ``starling analyze --script`` (``from cluster.frameworks import scan``).
 
 Observations come from unsuccessful TCP connections.  Zeek takes them from four engine events;
-our engine reports a connection once, when it is removed (``connection_state_remove``), so the
-same decisions are made from its final state and history:
+this script makes the same decisions from the connection's final state and history when it is
+removed (``connection_state_remove``) -- the engine raises those events too (docs/events.md),
+and moving onto them is the way to Zeek's exact observation times:
 
 ===========================  ===================================  =================================
 Zeek event                   our test on the removed connection   observation time
