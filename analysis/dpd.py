@@ -250,6 +250,9 @@ class _Ctx:
     def uid_for(self, kind: str) -> str:
         return self._ca.m.table.new_uid(kind)
 
+    def set_session_expiry(self, interval: float) -> None:
+        self._ca.m.table.session_expiry(self._ca.c, interval)
+
     def is_local_addr(self, addr: str) -> bool | None:
         """Zeek's ``Site::is_local_addr`` over the run's local networks (the set conn.log's
         ``local_orig`` uses); None when there are none, where Zeek leaves ``local_*`` unset."""

@@ -29,6 +29,7 @@ F_T_DELETE = 256     # timer_at removes the connection (close / reset delay)
 F_T_RESET = 512      # with F_T_DELETE: it is Zeek's ResetTimer (raises connection_reset when it fires)
 F_T_PARTIAL = 1024   # timer_at is Zeek's PartialCloseTimer (raises connection_partial_close)
 F_DEFER_GEN = 2048   # Zeek's deferred_gen_event: a deferred close owes connection_finished
+F_T_SESSION = 4096   # timer_at is an analyzer's session expiry tick (DNS over UDP); timeout its interval
 
 
 class Endpoint:

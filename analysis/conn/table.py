@@ -19,7 +19,7 @@ from analysis.conn import tcp as _tcp
 from analysis.conn.record import ConnInfo, conn_record_type
 from analysis.conn.tcp import _fast
 from analysis.conn.state import shared_int
-from analysis.conn.state import F_ACTIVE, F_REASSEMBLE, F_SEEN_ORIG, F_SEEN_RESP, F_WEIRD, H_DATA, Connection, Endpoint
+from analysis.conn.state import F_ACTIVE, F_REASSEMBLE, F_T_SESSION, F_SEEN_ORIG, F_SEEN_RESP, F_WEIRD, H_DATA, Connection, Endpoint
 from analysis.conn.uid import UidGenerator
 from analysis.dpd import TUNNEL_SERVICES, add_service
 from analysis.tunnel import TunnelRegistry
@@ -293,7 +293,27 @@ class ConnTable:
         c.hist_seen = shared_int(((hs & 0xFFFF) << 16) | (hs >> 16))
         c.history = _intern("^" + c.history.swapcase())
 
+    def session_expiry(self, c: Connection, interval: float) -> None:
+        """Zeek's DNS-over-UDP ExpireTimer: from now on, every ``interval`` of network time, the
+        connection is removed if it has been idle for ``interval - 1`` s (the second of slack
+        lets a single request/reply pair go at the first tick).  Replaces the inactivity
+        timeout, which could never fire first."""
+        c.timeout = interval
+        c.timer_at = self.now + interval
+        c.flags |= F_T_SESSION
+
     def _expired(self, c: Connection, now: float) -> bool:
+        if c.flags & F_T_SESSION:
+            t = c.timer_at
+            if t > now:
+                return False
+            idle = c.timeout - 1.0
+            while t - c.last < idle:      # a tick that finds recent activity re-arms the timer
+                t += c.timeout
+                if t > now:
+                    c.timer_at = t
+                    return False
+            return True
         if c.last + c.timeout <= now:
             if c.proto == 6 and c.timer_at <= c.last + c.timeout and self._events is not None:
                 _tcp.run_timer(self, c)              # a TCP timer due first still raises its event

@@ -79,6 +79,10 @@ class AnalyzerContext(Protocol):
         no more ``data``/``gap``/``eof``, without a violation (the service stays); ``done`` still
         comes at removal.  With no analyzer left wanting bytes the engine stops reassembling the
         connection's payload; conn.log's byte and gap accounting is unaffected."""
+    def set_session_expiry(self, interval: float) -> None:
+        """Zeek's analyzer expire timer (DNS over UDP, ``dns_session_timeout``): from now, every
+        ``interval`` seconds of network time the connection is removed if it has been idle for
+        ``interval - 1`` s; it replaces the connection's inactivity timeout."""
     def is_local_addr(self, addr: str) -> bool | None:
         """Zeek's ``Site::is_local_addr`` over the run's local networks (what conn.log's
         ``local_orig`` uses); None when none are configured (Zeek then leaves ``local_*`` unset)."""

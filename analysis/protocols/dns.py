@@ -611,6 +611,7 @@ class DNSOptions:
     max_pending_query_ids: int = field(default=50, metadata={"zeek": "DNS::max_pending_query_ids"})
     max_queries: int = field(default=25, metadata={"zeek": "dns_max_queries"})
     max_compression_depth: int = field(default=MAX_POINTERS, metadata={"zeek": "dns_max_compression_chain_depth"})
+    session_timeout: float = field(default=10.0, metadata={"zeek": "dns_session_timeout"})
     # set when policy/protocols/dns/log-original-query-case is loaded (see zeek_scripts)
     log_original_query: bool = field(default=False,
                                      metadata={"zeek_load": "protocols/dns/log-original-query-case"})
@@ -757,6 +758,10 @@ class DNSAnalyzer(Analyzer):
         self.confirmed = False
         self._rec = dns_record_type(bool(self.opts.log_original_query))
         self._event = ctx.event
+        if ctx.conn.proto == "udp":
+            expiry = getattr(ctx, "set_session_expiry", None)    # engine contexts; test doubles may lack it
+            if expiry is not None:
+                expiry(self.opts.session_timeout)
         self._conn = ctx.conn
 
     # -- engine entry points ----------------------------------------------------------------------

@@ -96,3 +96,41 @@ def test_ntp_service_in_conn_log(tmp_path):
     rows = [dict(zip(fields, x.split("\t"))) for x in lines if not x.startswith("#")]
     assert sorted(r["service"] for r in rows if r["id.resp_p"] == "123") == ["ntp", "ntp", "ntp"]
     assert (tmp_path / "ntp.log").exists()
+
+
+def _udp_dns_conns(times: list[tuple[float, bool]], redefs: list[str] | None = None) -> list:
+    """conn.log rows for DNS datagrams on one 5-tuple at the given (offset, from_client) times."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from decoder_frames import udp4_frame
+
+    from analysis.engine import Engine
+    from analysis.pcapwriter import LINKTYPE_ETHERNET
+    from analysis.sinks import ListLogSink
+
+    t0 = 1_700_000_000.0
+    frames = []
+    for i, (dt, from_client) in enumerate(times):
+        payload = query(0x100 + i, "a.example.org") if from_client else reply(0x100 + i - 1, "a.example.org")
+        f = (udp4_frame(sport=40000, dport=53, payload=payload) if from_client else
+             udp4_frame(sip="10.0.0.2", dip="10.0.0.1", sport=53, dport=40000, payload=payload))
+        frames.append((t0 + dt, f))
+    sink = ListLogSink()
+    eng = Engine(configure(redefs=redefs or []), sink)
+    eng.process_batch((LINKTYPE_ETHERNET, [(ts, len(f), f) for ts, f in frames]))
+    eng.finish()
+    return [(round(r.ts - t0, 3), r.orig_pkts, r.resp_pkts) for r in sink.records.get("conn", [])]
+
+
+def test_udp_dns_sessions_expire_on_zeeks_ten_second_ticks():
+    # idle 9.9 s at the first tick (t=10): removed; the query at 12 starts a new connection
+    assert _udp_dns_conns([(0, True), (0.1, False), (12, True)]) == [(0, 1, 1), (12, 1, 0)]
+    # idle only 5 s at t=10: the timer re-arms, so 12 is the same connection (a 10 s inactivity
+    # rule would have split it); at t=30 it was idle 18 s: the packet at 31 is a new one
+    assert _udp_dns_conns([(0, True), (0.1, False), (5, True), (12, True), (31, True)]) == \
+        [(0, 3, 1), (31, 1, 0)]
+    # dns_session_timeout is Zeek's redef-able global
+    assert _udp_dns_conns([(0, True), (0.1, False), (12, True)], ["redef dns_session_timeout = 20 sec;"]) == \
+        [(0, 2, 1)]
