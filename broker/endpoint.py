@@ -15,11 +15,6 @@ Speed by design:
 
 Every frame carries a per-(sender, topic) sequence number, so a receiver counts frames lost
 anywhere on the way (including silent high-water-mark drops inside the hub) as ``gaps``.
-
-Request/reply survives ZeroMQ's slow-joiner rule (a publisher drops what no subscriber it knows
-of wants): a request waits for its serving topic's subscription, and a reply to an inbox whose
-subscription this endpoint has not seen yet is held until it is (both bounded, see
-``subscription_wait``).  A brand-new requester therefore never loses its first reply.
 """
 
 from __future__ import annotations
@@ -57,7 +52,6 @@ HEARTBEAT_TOPIC = "starling/heartbeat"
 _NODE_PREFIX = b"starling/node/"
 DRAIN_LIMIT = 4096  # frames handled per wake-up before yielding to other tasks ...
 MAX_REMOTE_SUBS = 100_000  # distinct subscriptions remembered for wait_subscribed()
-MAX_ASSUMED_INBOXES = 10_000  # inboxes replied to after the bounded wait, without seeing them
 EVENT_BUDGET = 20_000  # ... or events (a frame may carry many), whichever comes first
 
 
@@ -222,16 +216,11 @@ class Endpoint:
         max_pending_requests: int = 10_000,
         max_concurrent_requests: int = 1_000,
         peer_queue: int = 1_000,
-        subscription_wait: float = 1.0,
-        max_held_replies: int = 10_000,
-        max_held_per_requester: int = 1_000,
     ) -> None:
         if policy not in ("drop", "block"):
             raise ValueError("policy must be 'drop' or 'block'")
         if not 0 < heartbeat_interval < peer_timeout:
             raise ValueError("need 0 < heartbeat_interval < peer_timeout")
-        if subscription_wait < 0 or max_held_replies < 0 or max_held_per_requester < 0:
-            raise ValueError("subscription_wait and the held-reply caps must not be negative")
         self.name = wire.check_name(name)
         self.instance = instance or secrets.token_hex(8)
         self.sender = wire.sender_id(self.name, self.instance)
@@ -245,9 +234,6 @@ class Endpoint:
         self._receive_own = receive_own
         self._max_pending = max_pending_requests
         self._max_concurrent = max_concurrent_requests
-        self.subscription_wait = subscription_wait
-        self._max_held = max_held_replies
-        self._max_held_per = max_held_per_requester
         self.membership = Membership(peer_timeout)
         self._stats: dict[str, int] = dict.fromkeys(
             (
@@ -265,9 +251,6 @@ class Endpoint:
                 "late_replies",
                 "requests_served",
                 "requests_rejected",
-                "replies_held",
-                "replies_unconfirmed",
-                "replies_dropped",
             ),
             0,
         )
@@ -284,11 +267,6 @@ class Endpoint:
         self._rid = itertools.count(1)
         self._serving = 0
         self._remote_subs: set[bytes] = set()
-        # Replies waiting for their inbox's subscription: inbox -> [frames deque, timer], in
-        # arrival order; plus inboxes we gave up waiting for (replied to at once from then on).
-        self._held: dict[bytes, list] = {}
-        self._held_count = 0
-        self._assumed_inboxes: set[bytes] = set()
         self._sub_waiters: list[tuple[bytes, asyncio.Future]] = []
         self._peer_handlers: list[Callable[[PeerEvent], Any]] = []
         self._peer_queues: list[asyncio.Queue] = []
@@ -336,7 +314,6 @@ class Endpoint:
     async def close(self) -> None:
         if self._closed or self._pub is None:
             return
-        self._release_all_held()  # last chance for replies still waiting: send them anyway
         if self._backlog:  # give queued frames a short chance; what remains is counted
             try:
                 await self.drain(1.0)
@@ -515,19 +492,6 @@ class Endpoint:
         self._route_cache[topic] = r
         return r
 
-    def _covered(self, tb: bytes) -> bool:
-        """Whether a subscription we have seen covers topic ``tb``: itself or a prefix of whole
-        components (the only prefixes the bus subscribes to), so only set lookups."""
-        subs = self._remote_subs
-        if tb in subs:
-            return True
-        i = len(tb) - 1
-        while i > 0:
-            i = tb.rfind(b"/", 0, i)
-            if i >= 0 and tb[: i + 1] in subs:
-                return True
-        return b"" in subs
-
     async def wait_subscribed(self, topic: str, timeout: float = 5.0) -> None:
         """Wait until some peer subscribes to a prefix of ``topic`` (its frames would reach it)."""
         tb = wire.topic_bytes(topic)
@@ -698,11 +662,8 @@ class Endpoint:
                 for tb, fut in self._sub_waiters:
                     if tb.startswith(topic) and not fut.done():
                         fut.set_result(None)
-            if self._held:
-                self._release_subscribed(topic)
         else:
             self._remote_subs.discard(topic)
-            self._assumed_inboxes.discard(topic)
         if not topic.startswith(_NODE_PREFIX) or topic == self.inbox:
             return
         parts = topic[len(_NODE_PREFIX):].split(b"/")
@@ -773,32 +734,19 @@ class Endpoint:
         self._sub.setsockopt(zmq.SUBSCRIBE, pb)
 
     async def request(self, topic: str, event_name: str, *args: Any, timeout: float = 5.0) -> Any:
-        """Send a request to whoever serves ``topic`` and return the first reply's value.
-
-        Safe as a brand-new endpoint's first call: if no subscription covering ``topic`` has
-        been seen yet, the request waits for one (at most ``subscription_wait``) before it goes.
-        """
+        """Send a request to whoever serves ``topic`` and return the first reply's value."""
         if len(self._pending) >= self._max_pending:
             raise Overloaded(f"{self.name}: {self._max_pending} requests outstanding")
         tb = self._topic(topic)
         rid = next(self._rid)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        fut = loop.create_future()
+        fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
+        payload = wire.encode_request(_now(), self._next_seq(tb), rid, self.inbox, event_name, args)
         self._stats["requests_sent"] += 1
         try:
-            if not self._covered(tb):
-                # Our XPUB would drop the request: wait (bounded) until a server's
-                # subscription is seen, then send anyway (libzmq may know more than we do).
-                try:
-                    await self.wait_subscribed(topic, min(self.subscription_wait, timeout))
-                except asyncio.TimeoutError:
-                    pass
-            payload = wire.encode_request(_now(), self._next_seq(tb), rid, self.inbox, event_name, args)
             if not self._send((tb, self.sender, wire.FMT_REQUEST, payload)):
                 raise Overloaded(f"{self.name}: request dropped, publish backlog full")
-            return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             self._stats["request_timeouts"] += 1
             raise RequestTimeout(f"no reply to {event_name!r} on {topic!r} within {timeout}s") from None
@@ -852,70 +800,7 @@ class Endpoint:
         except (TypeError, OverflowError) as exc:
             payload = wire.encode_reply(_now(), self._next_seq(reply_to), rid, False, f"unencodable reply: {exc}")
         self._stats["requests_served"] += 1
-        frames = (reply_to, self.sender, wire.FMT_REPLY, payload)
-        held = self._held.get(reply_to) if self._held else None
-        if held is None and (
-            reply_to in self._remote_subs or reply_to in self._assumed_inboxes or self._covered(reply_to)
-        ):
-            self._send(frames)  # the common case: a requester we already know
-            return
-        self._hold(reply_to, frames, held)
-
-    # A requester's inbox subscription reaches us on another path (requester SUB -> hub XPUB ->
-    # hub XSUB -> our XPUB) than its request (requester -> hub -> our SUB), so a brand-new
-    # requester's request can arrive first; our XPUB would then silently drop the reply.  So a
-    # reply to an inbox not seen yet waits (bounded in time and count) for that subscription.
-
-    def _hold(self, inbox: bytes, frames: tuple, held: list | None) -> None:
-        if self._held_count >= self._max_held:
-            self._drop_reply(inbox, "total")
-            return
-        if held is None:
-            timer = asyncio.get_running_loop().call_later(self.subscription_wait, self._release_unseen, inbox)
-            held = self._held[inbox] = [deque(), timer]
-        elif len(held[0]) >= self._max_held_per:
-            self._drop_reply(inbox, "per_requester")
-            return
-        held[0].append(frames)
-        self._held_count += 1
-        self._stats["replies_held"] += 1
-
-    def _drop_reply(self, inbox: bytes, cap: str) -> None:
-        self._stats["replies_dropped"] += 1
-        log.debug("reply_dropped", endpoint=self.name, inbox=inbox.decode("utf-8", "replace"), cap=cap)
-
-    def _release_subscribed(self, topic: bytes) -> None:
-        """``topic`` was just subscribed: send what waits for the inboxes it covers, in order."""
-        for inbox in [h for h in self._held if h.startswith(topic)]:
-            frames, timer = self._held.pop(inbox)
-            timer.cancel()
-            self._send_held(frames)
-
-    def _release_unseen(self, inbox: bytes) -> None:
-        """The bounded wait is over: send anyway (libzmq's filter may be ahead of our view, e.g.
-        when our table of subscriptions is full) and reply at once to this inbox from now on."""
-        held = self._held.pop(inbox, None)
-        if held is None or self._closed:
-            return
-        self._stats["replies_unconfirmed"] += len(held[0])
-        if len(self._assumed_inboxes) >= MAX_ASSUMED_INBOXES:
-            self._assumed_inboxes.clear()
-        self._assumed_inboxes.add(inbox)
-        self._send_held(held[0])
-
-    def _release_all_held(self) -> None:
-        for inbox in list(self._held):
-            self._held[inbox][1].cancel()
-            self._release_unseen(inbox)
-
-    def _send_held(self, frames: deque) -> None:
-        self._held_count -= len(frames)
-        for i, f in enumerate(frames):
-            try:
-                self._send(f)
-            except (Overloaded, ConnectionError):  # policy "block" and a full backlog, or closed
-                self._stats["replies_dropped"] += len(frames) - i
-                return
+        self._send((reply_to, self.sender, wire.FMT_REPLY, payload))
 
     def _on_reply(self, topic: bytes, sender: bytes, t: float, seq: int, rid: int, ok: bool, value: Any) -> None:
         self._check_seq(topic, sender, seq)
@@ -935,7 +820,6 @@ class Endpoint:
         out: dict[str, Any] = dict(self._stats)
         out["backlog"] = len(self._backlog)
         out["pending_requests"] = len(self._pending)
-        out["held_replies"] = self._held_count
         out["malformed_reasons"] = dict(self.malformed_reasons)
         out["subscription_queues"] = sum(s._queue.qsize() for s in self._subs if s._queue is not None)
         out["peers"] = self.peers()

@@ -83,6 +83,7 @@ class StoreServer:
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._ready = asyncio.Event()
+        self._senders: set[bytes] = set()    # requesters whose inbox our replies can reach
         self.stats_ = dict.fromkeys(("requests", "ops", "forwarded", "asked", "handoff_sent",
                                      "handoff_received", "handoff_failed", "errors"), 0)
 
@@ -252,10 +253,27 @@ class StoreServer:
     def _on_request(self, name: str, args: list, meta: Any) -> Any:
         # State changes happen here, in arrival order (a hand-off must be installed before a
         # later forward or "absent" from the same proxy is looked at); only replies may wait.
-        # (A reply to a brand-new requester is held by the bus until its inbox is reachable.)
         if name == "store" and not self._ready.is_set():
             return self._after_ready(args, meta)
-        return self._handle(name, args, meta)
+        r = self._handle(name, args, meta)
+        if meta.sender_bytes in self._senders:
+            return r
+        return self._reply_later(r, meta)
+
+    async def _verify(self, meta: Any) -> None:
+        """Before the first reply to a requester, make sure our socket has seen its inbox
+        subscription (ZeroMQ drops what nobody is known to want: the reply would be lost)."""
+        try:
+            await self.ep.wait_subscribed(f"starling/node/{meta.sender}", timeout=1.0)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass      # our view may lag libzmq's filter: reply anyway
+        if len(self._senders) > 10_000:
+            self._senders.clear()
+        self._senders.add(meta.sender_bytes)
+
+    async def _reply_later(self, r: Any, meta: Any) -> Any:
+        await self._verify(meta)
+        return await r if asyncio.iscoroutine(r) else r
 
     async def _after_ready(self, args: list, meta: Any) -> Any:
         try:
@@ -263,6 +281,7 @@ class StoreServer:
         except asyncio.TimeoutError:
             pass
         r = self._handle("store", args, meta)
+        await self._verify(meta)
         return await r if asyncio.iscoroutine(r) else r
 
     def _handle(self, name: str, args: list, meta: Any) -> Any:
