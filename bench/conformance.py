@@ -4,8 +4,12 @@
         [--ignore conn.service,...] [--comparator PATH] [--jobs N] [--cases NAME,...] [--json]
 
 Each case's ``bare``/``loads``/``redefs``/``ignore_checksums``/``trace_gzipped`` become an
-AnalysisConfig through ``analysis.zeek_scripts``.  Every reference log of the selected kinds
-counts: a log we do not write fails its case with 0 rows matched.  Cases run in parallel
+AnalysisConfig through ``analysis.zeek_scripts``.  A case whose loads name policy scripts we
+implement as frameworks (``cluster.frameworks.scripts_for_loads``: FTP/SSH brute forcing,
+expiring certificates, scan, known hosts/services) runs standalone with those scripts
+(``cluster.frameworks.local.analyze_with_scripts``, in a forked child so that their handlers do
+not stay registered for later cases), so its notice.log is written too.  Every reference log of
+the selected kinds counts: a log we do not write fails its case with 0 rows matched.  Cases run in parallel
 processes; the totals are per log: cases passed/total and rows matched/total.
 """
 
@@ -36,14 +40,38 @@ def load_comparator(path: str):
 
 def case_config(case: dict):
     from analysis.zeek_scripts import configure
+    from cluster.frameworks import analysis_loads
 
     # loaded signature files enable their analyzers in bare mode (e.g. base/protocols/xmpp/dpd.sig
     # enables xmpp); analyzers list them in AnalyzerSpec.zeek_scripts (added by the ssl/ssh helper)
-    loads = list(case.get("loads", ())) + list(case.get("load_sigs", ()))
+    # framework policy scripts give the engine the base scripts they load
+    loads = analysis_loads(case.get("loads", ())) + list(case.get("load_sigs", ()))
     cfg = configure(loads, case.get("redefs", ()), bare=bool(case.get("bare")))
     cfg.ignore_checksums = bool(case.get("ignore_checksums")) or cfg.ignore_checksums
     cfg.uid_seed = 1
     return cfg
+
+
+def _with_scripts(trace: Path, out: Path, scripts: list[str], case: dict) -> None:
+    """``analyze_with_scripts`` in a forked child: script handlers register process-wide."""
+    err = out / ".error"
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            from cluster.frameworks.local import analyze_with_scripts
+            analyze_with_scripts(trace, out, scripts, case_config(case), redefs=case.get("redefs", ()))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            err.write_text(f"{type(e).__name__}: {e}")
+            code = 1
+        os._exit(code)
+    _pid, status = os.waitpid(pid, 0)
+    if err.exists():
+        msg = err.read_text()
+        err.unlink()
+        raise RuntimeError(msg)
+    if status != 0:
+        raise RuntimeError(f"analysis child exited with status {status}")
 
 
 def run_case(args: tuple) -> dict:
@@ -53,6 +81,7 @@ def run_case(args: tuple) -> dict:
     if _COMPARATOR is None:
         _COMPARATOR = load_comparator(comparator_path)
     from analysis.engine import analyze_file
+    from cluster.frameworks import scripts_for_loads
 
     out = Path(keep_dir) / case["test"] if keep_dir else Path(tempfile.mkdtemp(prefix="conf-"))
     if out.exists():
@@ -60,7 +89,11 @@ def run_case(args: tuple) -> dict:
     out.mkdir(parents=True)
     result: dict = {"logs": {}, "error": None}
     try:
-        analyze_file(Path(corpus) / case["trace"], out, case_config(case))
+        scripts = scripts_for_loads(case.get("loads", ()))
+        if scripts:
+            _with_scripts(Path(corpus) / case["trace"], out, scripts, case)
+        else:
+            analyze_file(Path(corpus) / case["trace"], out, case_config(case))
     except Exception as e:  # a failure is a result here, not a crash of the runner
         result["error"] = f"{type(e).__name__}: {e}"
     for log, ref in case["baselines"].items():

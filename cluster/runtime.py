@@ -94,6 +94,7 @@ class Node:
         self.shipper: LogShipper | None = None
         self.stop_event: asyncio.Event | None = None
         self.started_at = time.time()
+        self._cluster_started = False
         self.exit_code = 0
         self._bg: list[asyncio.Task] = []
         self.tg: asyncio.TaskGroup | None = None
@@ -141,8 +142,7 @@ class Node:
                 self.spawn(self._heartbeat_loop(), "heartbeat")
                 self.spawn(self._tick_loop(), "log-tick")
                 if await self._barrier():
-                    api.current().registry.dispatch(api.CLUSTER_STARTED, ())
-                    log.info("cluster_started", node=self.name)
+                    self.dispatch_cluster_started()
                     await self.main()
                 await self._stop()
                 for t in self._bg:
@@ -193,6 +193,16 @@ class Node:
             out[lname] = await BatchSender(self.name, addr, journal_dir=str(jdir), channel="starling/logs",
                                            window=16, ack_timeout=3.0).start()
         return out
+
+    def dispatch_cluster_started(self) -> None:
+        """Run the scripts' ``cluster_started`` handlers, once.  The manager calls it the moment
+        it declares the start, before any node can learn of it: what its handlers set up (a
+        SumStat, say) must exist before the first worker's data can arrive."""
+        if self._cluster_started:
+            return
+        self._cluster_started = True
+        api.current().registry.dispatch(api.CLUSTER_STARTED, ())
+        log.info("cluster_started", node=self.name)
 
     async def _barrier(self) -> bool:
         """Wait for ``cluster_started`` (or a stop request); True when the cluster started."""

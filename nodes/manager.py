@@ -32,6 +32,7 @@ class ManagerNode(Node):
             if others <= set(self.endpoint.peers()):
                 self._started = True
                 log.info("cluster_all_up", nodes=len(others) + 1)
+                self.dispatch_cluster_started()     # before any node hears of the start
                 # For observers (the nodes themselves ask on BARRIER_TOPIC, which cannot be missed).
                 self.endpoint.publish(STARTED_TOPIC, "cluster_started", sorted(others | {self.name}))
         return self._started

@@ -20,6 +20,7 @@ from analysis.engine import Engine
 from analysis.sources.base import SourceError
 from analysis.standalone import analysis_config
 from cluster import api
+from cluster.frameworks import analysis_loads, logevents
 from cluster.frameworks import host as frameworks_host
 from cluster.layout import Role
 from cluster.runtime import PROGRESS_TOPIC, Node
@@ -63,7 +64,8 @@ class WorkerNode(Node):
     def analysis_config(self) -> AnalysisConfig:
         """Built exactly as ``starling analyze`` builds its own, from the layout's options."""
         lay = self.layout
-        cfg = analysis_config(loads=lay.zeek_loads, redefs=lay.zeek_redefs, bare=lay.bare,
+        # framework policy loads (scan, brute forcing, ...) stand for the base scripts they load
+        cfg = analysis_config(loads=analysis_loads(lay.zeek_loads), redefs=lay.zeek_redefs, bare=lay.bare,
                               ignore_checksums=lay.ignore_checksums, local_nets=lay.local_nets)
         cfg.peer = self.name
         for note in cfg.notes:
@@ -73,7 +75,8 @@ class WorkerNode(Node):
     async def setup(self) -> None:
         reg = api.current().registry
         events = ScriptEvents(reg) if reg.handlers else None
-        self.engine = Engine(self.analysis_config(), self.shipper, events)
+        # scripts that handle Zeek's per-stream log events (SSL::log_ssl, ...) see the records
+        self.engine = Engine(self.analysis_config(), logevents.tap(self.shipper, reg), events)
         # [frameworks] notice/SumStats read network time from this engine (cluster/frameworks/host.py)
         frameworks_host.set_clock(lambda: self.engine.network_time)
 

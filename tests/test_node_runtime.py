@@ -80,6 +80,50 @@ def test_workers_wait_for_the_cluster_to_start(tmp_path):
     assert count_rows(layout.log_dir / "conn.log") > 0
 
 
+ORDER_SCRIPT = """
+import json, os
+from cluster import api
+
+seen = {"started": False, "early": 0, "hellos": 0}
+
+def record():
+    c = api.current()
+    with open(os.path.join(os.environ["ORDER_OUT"], c.name + ".json"), "w") as f:
+        json.dump(seen, f)
+
+@api.on(api.CLUSTER_STARTED)
+def started():
+    c = api.current()
+    if c.roles[c.name] == "manager":
+        seen["started"] = True
+        record()
+    elif c.roles[c.name] == "worker":
+        api.publish(api.manager_topic, "order_hello", c.name)    # the very first thing a worker does
+
+@api.on("order_hello")
+def hello(name):
+    seen["hellos"] += 1
+    if not seen["started"]:
+        seen["early"] += 1
+    record()
+"""
+
+
+def test_manager_runs_its_cluster_started_handlers_before_any_worker_starts(tmp_path, monkeypatch):
+    """What the manager's scripts set up at ``cluster_started`` (a SumStat, say) exists before the
+    first message of a worker that has started: nothing a fast worker sends is dropped."""
+    import json
+
+    script = tmp_path / "order.py"
+    script.write_text(ORDER_SCRIPT)
+    monkeypatch.setenv("ORDER_OUT", str(tmp_path))
+    s = run_local(SAMPLE, workers=2, logdir=tmp_path / "logs", proxies=0, loggers=1, progress=False,
+                  scripts=[str(script)])
+    assert s["ok"], s["problems"]
+    got = json.loads((tmp_path / "manager.json").read_text())
+    assert got["started"] and got["hellos"] == 2 and got["early"] == 0, got
+
+
 def test_sigterm_mid_trace_writes_open_connections(tmp_path):
     """Graceful stop of a worker mid-trace: the engine is finished, open connections are logged
     and every row reaches the logger before the worker exits."""

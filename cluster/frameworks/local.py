@@ -4,6 +4,9 @@
 stays in :mod:`analysis.standalone`).  The scripts' ``@cluster.on`` handlers get the engine's
 events, and the frameworks (notice, SumStats, scan) run with a :class:`~cluster.frameworks.host.LocalHost`:
 the same logic as on a cluster's manager, with notices written straight into the log directory.
+The run's ``--redef`` lines reach the framework scripts' options (:mod:`cluster.frameworks.options`)
+and the engine's sink raises Zeek's log events for scripts that handle them
+(:mod:`cluster.frameworks.logevents`).
 ``starling_tick`` is dispatched after every packet batch and ``zeek_done`` after the engine has
 finished, exactly as a worker node does.
 """
@@ -36,13 +39,16 @@ class RegistryEvents:
 
 def analyze_with_scripts(trace: str | os.PathLike[str], logdir: str | os.PathLike[str],
                          scripts: Iterable[str] = (), config: AnalysisConfig | None = None,
-                         fmt: str = "tsv") -> dict:
+                         fmt: str = "tsv", redefs: Iterable[str] = ()) -> dict:
     """Analyse ``trace`` into ``logdir`` with ``scripts`` loaded; returns the engine's stats.
+    ``redefs``: the run's Zeek redef lines, for the framework scripts' options (the engine's own
+    are in ``config``).
     Raises :class:`cluster.runtime.ScriptError` for a broken script and
     :class:`analysis.sources.base.SourceError` for an unreadable trace."""
     from analysis.engine import Engine
     from analysis.logs.files import DirectoryLogSink
     from analysis.sources import open_source
+    from cluster.frameworks import logevents, options
     from cluster.runtime import load_script
 
     for s in scripts:
@@ -59,8 +65,9 @@ def analyze_with_scripts(trace: str | os.PathLike[str], logdir: str | os.PathLik
     sink = DirectoryLogSink(logdir, fmt, clock=lambda: clock() or time.time())
     h = _host.LocalHost(sink, clock, tuple(config.local_nets))
     _host.install(h)
+    options.install(h, redefs)
     try:
-        engine = Engine(config, sink, RegistryEvents(reg))
+        engine = Engine(config, logevents.tap(sink, reg), RegistryEvents(reg))
         box.append(engine)
         reg.dispatch(api.CLUSTER_STARTED, ())      # zeek_init's place for the frameworks
         source = open_source(os.fspath(trace))
@@ -84,9 +91,11 @@ def main(argv: list[str], scripts: list[str]) -> int:
     """``python -m analysis`` options plus ``scripts``; 0 ok, 2 bad input (one line, no traceback)."""
     from analysis.sources.base import SourceError
     from analysis.standalone import build_parser, config_from_args
+    from cluster.frameworks import loads_for_scripts
     from cluster.runtime import ScriptError
 
     a = build_parser().parse_args(argv)
+    a.load = list(dict.fromkeys([*a.load, *loads_for_scripts(scripts)]))   # what the policy scripts load
     try:
         cfg = config_from_args(a)
     except ValueError as e:
@@ -96,7 +105,7 @@ def main(argv: list[str], scripts: list[str]) -> int:
         print(f"error: {a.trace}: no such file", file=sys.stderr)
         return 2
     try:
-        st = analyze_with_scripts(a.trace, a.logdir, scripts, cfg, a.format)
+        st = analyze_with_scripts(a.trace, a.logdir, scripts, cfg, a.format, a.redef)
     except (ScriptError, SourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -27,13 +27,14 @@ options keep their names here: :data:`addr_scan_interval`, :data:`port_scan_inte
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Callable
 
 from cluster import api
 from cluster.frameworks import host as _host
 from cluster.frameworks import notice, sumstats
+from cluster.frameworks.site import is_local_addr
 from cluster.frameworks.sumstats import Key, Reducer, SumStat
+from cluster.frameworks.zeek_time import duration_to_mins_secs as _mins_secs
 
 __all__ = ["ADDRESS_SCAN", "PORT_SCAN", "addr_scan_interval", "addr_scan_policy", "addr_scan_threshold",
            "port_scan_interval", "port_scan_policy", "port_scan_threshold", "local_nets"]
@@ -65,20 +66,9 @@ def port_scan_policy(fn: Callable[[str, str, str], Any]) -> Callable[[str, str, 
     return fn
 
 
-def _mins_secs(d: float) -> str:
-    """Zeek's ``duration_to_mins_secs``."""
-    s = int(d)
-    return f"{s // 60}m{s % 60}s"
-
-
 def _side(addr: str) -> str:
     """Zeek's ``Site::is_local_addr(scanner) ? "local" : "remote"``."""
-    try:
-        a = ipaddress.ip_address(addr)
-    except ValueError:
-        return "remote"
-    nets = list(local_nets) + list(_host.current().local_nets)
-    return "local" if any(a in ipaddress.ip_network(n, strict=False) for n in nets) else "remote"
+    return "local" if is_local_addr(addr, tuple(local_nets)) else "remote"
 
 
 def _addr_crossed(key: Key, result: dict) -> None:

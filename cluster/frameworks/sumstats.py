@@ -149,7 +149,8 @@ def _update(r: Reducer, rv: ResultVal, ts: float, value: Any, seed: str) -> None
             rv.unique_vals.add(value)
         rv.unique = len(rv.unique_vals)
         return
-    val = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    # a string observation counts 1.0 (Zeek: "If a string was given, fall back to 1.0 as the value")
+    val = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 1.0
     if SUM in ap:
         rv.sum += val
     if MIN in ap and (rv.min is None or val < rv.min):
