@@ -127,9 +127,12 @@ async def test_start_status_stop(tmp_path, fake, monkeypatch):
         await until(lambda: "fake node worker worker-1 forever worker-1"
                          in state.stdout("worker-1").read_text(), what="node stdout")
         await until(lambda: state.heartbeat("manager").exists(), what="heartbeat")
-        await until(lambda: (state.read_state() or {}).get("nodes"), what="state file")
-        saved = {d["name"]: d for d in state.read_state()["nodes"]}
-        assert saved["worker-2"]["pid"] == row(sup, "worker-2").pid
+
+        def saved_pid(name: str):
+            nodes = (state.read_state() or {}).get("nodes") or []
+            return {d["name"]: d for d in nodes}.get(name, {}).get("pid")
+        # the state file is rewritten on every change (coalesced): it catches up with the pids
+        await until(lambda: saved_pid("worker-2") == row(sup, "worker-2").pid, what="worker-2's pid in the state file")
         assert state.supervisor_pid() == os.getpid()
         pids = [r.pid for r in rows]
     assert all(not pid_alive(p) for p in pids)
