@@ -106,6 +106,7 @@ class AnalysisConfig:
     uid_seed: int | None = None
     peer: str = "zeek"
     notes: list[str] = field(default_factory=list)   # what zeek_scripts could not map
+    unused_redefs: list[str] = field(default_factory=list)   # redef names the engine does not take
 
     def decoder_options(self) -> Any:
         if self.decoder is None:

@@ -90,6 +90,11 @@ def _all_ports() -> frozenset[tuple[int, str]]:
     return frozenset(ports)
 
 
+def unused_redef_note(name: str) -> str:
+    """The note for a redef the engine does not take (a framework script may: it drops the note)."""
+    return f"redef {name}: not used by the engine (ignored)"
+
+
 def configure(loads=(), redefs=(), bare: bool = False, config: AnalysisConfig | None = None) -> AnalysisConfig:
     """Apply Zeek load names and redef lines to ``config`` (a fresh default one when None)."""
     cfg = config if config is not None else AnalysisConfig()
@@ -370,7 +375,8 @@ def apply_redef(cfg: AnalysisConfig, line: str, overrides: dict[str, dict[str, o
             base = set(cfg.weird_do_not_ignore_repeats) if op == "+=" else set()
             cfg.weird_do_not_ignore_repeats = frozenset(base | names)
         else:
-            cfg.notes.append(f"redef {name}: not used by the engine (ignored)")
+            cfg.unused_redefs.append(name)
+            cfg.notes.append(unused_redef_note(name))
     except (KeyError, ValueError):
         cfg.notes.append(f"{line!r}: value not understood (ignored)")
 

@@ -120,18 +120,14 @@ def _check_analysis_options(loads: Sequence[str], redefs: Sequence[str], bare: b
     """Reject a bad --load/--redef (or layout loads/redefs) before any node starts, with the
     message the workers would fail with; print what is not mapped, as `starling analyze` does."""
     from analysis.standalone import analysis_config
-    from cluster.frameworks import analysis_loads, options, scripts_for_loads
+    from cluster.frameworks import analysis_loads, options
 
     try:
         cfg = analysis_config(loads=analysis_loads(loads), redefs=redefs, bare=bare)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    if scripts_for_loads(loads):
-        options.declare_all()        # the framework scripts' options, named by their redefs
-    for note in cfg.notes:
-        name = note.split()[1].rstrip(":") if note.startswith("redef ") else ""
-        if not options.known(name):      # a framework option is not the engine's business
-            click.echo(f"note: {note}", err=True)
+    for note in options.engine_notes(cfg):
+        click.echo(f"note: {note}", err=True)
 
 
 @main.command()

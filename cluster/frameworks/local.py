@@ -91,7 +91,7 @@ def main(argv: list[str], scripts: list[str]) -> int:
     """``python -m analysis`` options plus ``scripts``; 0 ok, 2 bad input (one line, no traceback)."""
     from analysis.sources.base import SourceError
     from analysis.standalone import build_parser, config_from_args
-    from cluster.frameworks import loads_for_scripts
+    from cluster.frameworks import loads_for_scripts, options
     from cluster.runtime import ScriptError
 
     a = build_parser().parse_args(argv)
@@ -104,6 +104,8 @@ def main(argv: list[str], scripts: list[str]) -> int:
     if not os.path.isfile(a.trace):
         print(f"error: {a.trace}: no such file", file=sys.stderr)
         return 2
+    for note in options.engine_notes(cfg):       # as standalone prints them, less the scripts' own
+        print(f"note: {note}", file=sys.stderr)
     try:
         st = analyze_with_scripts(a.trace, a.logdir, scripts, cfg, a.format, a.redef)
     except (ScriptError, SourceError) as e:

@@ -100,6 +100,15 @@ def declare_all() -> None:
     from cluster.frameworks import expiring_certs, ftp_bruteforce, ssh_bruteforce  # noqa: F401
 
 
+def engine_notes(cfg: Any) -> list[str]:
+    """``cfg.notes`` less "not used by the engine" for the redefs a framework script takes."""
+    from analysis.zeek_scripts import unused_redef_note
+
+    declare_all()
+    taken = {unused_redef_note(n) for n in cfg.unused_redefs if known(n)}
+    return [n for n in cfg.notes if n not in taken]
+
+
 def known(name: str) -> bool:
     """True when ``name`` (``SSH::password_guesses_limit``) is a declared framework option."""
     return name in _declared

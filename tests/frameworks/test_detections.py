@@ -213,3 +213,12 @@ def test_zeek_time_formats():
     assert fmt_time(1393977599.0) == "2014-03-04-23:59:59.000000000"
     assert fmt_time(1.25) == "1970-01-01-00:00:01.250000000"
     assert duration_to_mins_secs(37.9) == "0m37s" and duration_to_mins_secs(3725) == "62m5s"
+
+
+def test_engine_notes_leave_out_the_redefs_a_framework_script_takes():
+    from analysis.zeek_scripts import configure
+    from cluster.frameworks import options
+
+    cfg = configure(redefs=["redef SSH::password_guesses_limit=10;", "redef Foo::bar = 1;"])
+    assert len(cfg.notes) == 2 and cfg.unused_redefs == ["SSH::password_guesses_limit", "Foo::bar"]
+    assert options.engine_notes(cfg) == ["redef Foo::bar: not used by the engine (ignored)"]
