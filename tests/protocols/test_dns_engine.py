@@ -8,8 +8,11 @@ import struct
 import dpkt
 import pytest
 
-from analysis.engine import analyze_file
+from analysis.engine import Engine, analyze_file
+from analysis.pcapwriter import LINKTYPE_ETHERNET
+from analysis.sinks import ListLogSink
 from analysis.zeek_scripts import configure
+from tests.decoder_frames import udp4_frame
 
 from test_dns import query, reply, rr
 from harness import case, comparator, corpus_dir, trace_path
@@ -100,16 +103,6 @@ def test_ntp_service_in_conn_log(tmp_path):
 
 def _udp_dns_conns(times: list[tuple[float, bool]], redefs: list[str] | None = None) -> list:
     """conn.log rows for DNS datagrams on one 5-tuple at the given (offset, from_client) times."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from decoder_frames import udp4_frame
-
-    from analysis.engine import Engine
-    from analysis.pcapwriter import LINKTYPE_ETHERNET
-    from analysis.sinks import ListLogSink
-
     t0 = 1_700_000_000.0
     frames = []
     for i, (dt, from_client) in enumerate(times):
