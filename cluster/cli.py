@@ -126,6 +126,7 @@ def _check_analysis_options(loads: Sequence[str], redefs: Sequence[str], bare: b
         cfg = analysis_config(loads=analysis_loads(loads), redefs=redefs, bare=bare)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    options.declare_all()            # this process analyses nothing: the scripts' handlers stay idle
     for note in options.engine_notes(cfg):
         click.echo(f"note: {note}", err=True)
 

@@ -104,13 +104,13 @@ def main(argv: list[str], scripts: list[str]) -> int:
     if not os.path.isfile(a.trace):
         print(f"error: {a.trace}: no such file", file=sys.stderr)
         return 2
-    for note in options.engine_notes(cfg):       # as standalone prints them, less the scripts' own
-        print(f"note: {note}", file=sys.stderr)
     try:
         st = analyze_with_scripts(a.trace, a.logdir, scripts, cfg, a.format, a.redef)
     except (ScriptError, SourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for note in options.engine_notes(cfg):     # the loaded scripts have declared their options now
+        print(f"note: {note}", file=sys.stderr)
     print(f"{a.trace}: {st['packets']} packets, {st['connections']} connections in {st['seconds']:.2f}s "
           f"-> {a.logdir}")
     return 0

@@ -95,16 +95,17 @@ def declare(module: str, opts: dict[str, tuple[str, Callable[[str, str, Any], An
 
 
 def declare_all() -> None:
-    """Import every framework module that declares options (so :func:`known` sees them),
-    without loading any node script."""
+    """Import every framework module that declares options (so :func:`known` sees them).  The
+    modules register their event handlers too: only for a process that analyses nothing itself
+    (the CLI checking a cluster's options)."""
     from cluster.frameworks import expiring_certs, ftp_bruteforce, ssh_bruteforce  # noqa: F401
 
 
 def engine_notes(cfg: Any) -> list[str]:
-    """``cfg.notes`` less "not used by the engine" for the redefs a framework script takes."""
+    """``cfg.notes`` less "not used by the engine" for the redefs a *declared* framework option
+    takes (the scripts' modules declare theirs when loaded; see :func:`declare_all`)."""
     from analysis.zeek_scripts import unused_redef_note
 
-    declare_all()
     taken = {unused_redef_note(n) for n in cfg.unused_redefs if known(n)}
     return [n for n in cfg.notes if n not in taken]
 

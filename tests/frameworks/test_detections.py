@@ -219,6 +219,8 @@ def test_engine_notes_leave_out_the_redefs_a_framework_script_takes():
     from analysis.zeek_scripts import configure
     from cluster.frameworks import options
 
+    from cluster.frameworks import ssh_bruteforce  # noqa: F401 - declares SSH::password_guesses_limit
+
     cfg = configure(redefs=["redef SSH::password_guesses_limit=10;", "redef Foo::bar = 1;"])
     assert len(cfg.notes) == 2 and cfg.unused_redefs == ["SSH::password_guesses_limit", "Foo::bar"]
     assert options.engine_notes(cfg) == ["redef Foo::bar: not used by the engine (ignored)"]
