@@ -215,12 +215,11 @@ def test_zeek_time_formats():
     assert duration_to_mins_secs(37.9) == "0m37s" and duration_to_mins_secs(3725) == "62m5s"
 
 
-def test_engine_notes_leave_out_the_redefs_a_framework_script_takes():
+def test_engine_notes_leave_out_the_redefs_a_framework_script_takes(monkeypatch):
     from analysis.zeek_scripts import configure
-    from cluster.frameworks import options
 
-    from cluster.frameworks import ssh_bruteforce  # noqa: F401 - declares SSH::password_guesses_limit
-
+    monkeypatch.setattr(options, "_declared", {})      # as a loaded ssh_bruteforce declares it
+    options.declare("fake_ssh", {"SSH::password_guesses_limit": ("limit", options.DOUBLE)})
     cfg = configure(redefs=["redef SSH::password_guesses_limit=10;", "redef Foo::bar = 1;"])
     assert len(cfg.notes) == 2 and cfg.unused_redefs == ["SSH::password_guesses_limit", "Foo::bar"]
     assert options.engine_notes(cfg) == ["redef Foo::bar: not used by the engine (ignored)"]
