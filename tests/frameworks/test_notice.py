@@ -183,7 +183,7 @@ def test_manager_rejects_malformed_cluster_notices(local):
 # ---- a real cluster ------------------------------------------------------------------------------
 
 SCRIPT = '''
-import json, os
+import json, os, time
 from cluster import api
 from cluster.frameworks import host, notice
 
@@ -201,14 +201,19 @@ def first(c):
         raised.add("race")
         notice.NOTICE(note="Test::Race", msg="same on all workers", identifier="race", conn=c)
 
+late = {}
+held = [0]
+
 @api.on("new_connection")
 def started(c):
-    # at worker-1's first packet; the others raise it only after reading their whole trace
-    if host.current().name == "worker-1" and "dup" not in raised:
-        raised.add("dup")
-        notice.NOTICE(note="Test::Dup", msg="from worker-1", identifier="dup")
-
-late = {}
+    # at worker-1's first packet; the others raise it only when the manager's word reaches them
+    if host.current().name == "worker-1":
+        if "dup" not in raised:
+            raised.add("dup")
+            notice.NOTICE(note="Test::Dup", msg="from worker-1", identifier="dup")
+    elif "late" not in late and held[0] < 500:
+        held[0] += 1
+        time.sleep(0.01)   # hold this worker's trace back (bounded) until that word has arrived
 
 def record():
     h = host.current()
