@@ -95,6 +95,17 @@ def rows_by_time(path: Path, before: bool) -> tuple[tuple, collections.Counter]:
                                         if (float(r[0]) < OTHER_START) == before})
 
 
+def sample_rows_written(path: Path) -> bool:
+    """Whether ``path`` holds a complete row of the sample. The logger is writing the file while
+    this looks: only complete lines count, and a half-written header is not a parse error."""
+    try:
+        complete = path.read_bytes().split(b"\n")[:-1]
+    except FileNotFoundError:
+        return False
+    return any(line and not line.startswith(b"#")
+               and float(line.split(b"\t", 1)[0]) < OTHER_START for line in complete)
+
+
 @pytest.fixture
 def deployed(tmp_path):
     """The layout and the CLI's environment; afterwards no process of this cluster survives."""
@@ -142,8 +153,7 @@ async def test_deploy_restarts_killed_nodes_and_stops_clean(tmp_path, deployed):
             return list(dict.fromkeys(e.instance for e in events if e.name == name and e.kind == "up"))
 
         # The logger first, while the sample's rows are being written.
-        await wait_for(lambda: (layout.log_dir / "conn.log").is_file()
-                       and rows_by_time(layout.log_dir / "conn.log", True)[1], "rows")
+        await wait_for(lambda: sample_rows_written(layout.log_dir / "conn.log"), "rows")
         for victim in ("logger-1", "worker-2", "proxy-1"):
             before = await asyncio.to_thread(status, env)
             assert before["worker-1"]["state"] == "running", "the sample run ended too early"
