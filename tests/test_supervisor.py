@@ -249,7 +249,7 @@ async def test_status_of_a_sigstopped_node_is_prompt(tmp_path, fake):
         await until(lambda: row(sup, "worker-1").state == "hung", what="hung")
         t0 = time.monotonic()
         r = row(sup, "worker-1")
-        assert time.monotonic() - t0 < 0.2
+        assert time.monotonic() - t0 < 1.0        # from the table: no waiting on the node
         assert r.detail == "suspended (SIGSTOP)" and r.pid == pid
         # Through the control socket too (the client is blocking: run it off the loop).
         t0 = time.monotonic()
