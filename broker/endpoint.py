@@ -53,6 +53,11 @@ _NODE_PREFIX = b"starling/node/"
 DRAIN_LIMIT = 4096  # frames handled per wake-up before yielding to other tasks ...
 MAX_REMOTE_SUBS = 100_000  # distinct subscriptions remembered for wait_subscribed()
 EVENT_BUDGET = 20_000  # ... or events (a frame may carry many), whichever comes first
+# The loops wait on ZeroMQ's edge-triggered notification fd, but our sends and setsockopt calls
+# go through the same sockets and may consume a pending edge: an XPUB that publishes a lot would
+# then never wake for the subscriptions queued on it (presence, wait_subscribed) until some later
+# edge.  So every wait also ends after this many ms and the loop drains regardless.
+POLL_RECHECK_MS = 50
 
 
 class Overloaded(RuntimeError):
@@ -267,6 +272,7 @@ class Endpoint:
         self._rid = itertools.count(1)
         self._serving = 0
         self._remote_subs: set[bytes] = set()
+        self._routed: set[bytes] = set()   # request topics a subscription was seen for (bounded)
         self._sub_waiters: list[tuple[bytes, asyncio.Future]] = []
         self._peer_handlers: list[Callable[[PeerEvent], Any]] = []
         self._peer_queues: list[asyncio.Queue] = []
@@ -520,7 +526,7 @@ class Endpoint:
         self._depth = wire.stack_depth() + 2  # _recv_loop -> _handle -> decode_events
         st = self._stats
         while True:
-            await poll(None, zmq.POLLIN)
+            await poll(POLL_RECHECK_MS, zmq.POLLIN)
             n = 0
             budget = st["received_events"] + EVENT_BUDGET
             drained = False
@@ -643,7 +649,7 @@ class Endpoint:
         sock = self._pub
         poll = self._apub.poll
         while True:
-            await poll(None, zmq.POLLIN)
+            await poll(POLL_RECHECK_MS, zmq.POLLIN)
             while True:
                 try:
                     frames = sock.recv_multipart(_NOBLOCK)
@@ -734,24 +740,50 @@ class Endpoint:
         self._sub.setsockopt(zmq.SUBSCRIBE, pb)
 
     async def request(self, topic: str, event_name: str, *args: Any, timeout: float = 5.0) -> Any:
-        """Send a request to whoever serves ``topic`` and return the first reply's value."""
+        """Send a request to whoever serves ``topic`` and return the first reply's value.
+
+        The first request to a topic waits (within ``timeout``) until the hub has shown us both a
+        server's subscription and our own inbox's: before that, ZeroMQ's publishers would silently
+        drop the request or its reply, and a brand-new endpoint's first request would time out.
+        """
         if len(self._pending) >= self._max_pending:
             raise Overloaded(f"{self.name}: {self._max_pending} requests outstanding")
         tb = self._topic(topic)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if tb not in self._routed:
+            await self._await_route(topic, tb, timeout)
         rid = next(self._rid)
-        fut = asyncio.get_running_loop().create_future()
+        fut = loop.create_future()
         self._pending[rid] = fut
         payload = wire.encode_request(_now(), self._next_seq(tb), rid, self.inbox, event_name, args)
         self._stats["requests_sent"] += 1
         try:
             if not self._send((tb, self.sender, wire.FMT_REQUEST, payload)):
                 raise Overloaded(f"{self.name}: request dropped, publish backlog full")
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, max(deadline - loop.time(), 0.001))
         except asyncio.TimeoutError:
             self._stats["request_timeouts"] += 1
             raise RequestTimeout(f"no reply to {event_name!r} on {topic!r} within {timeout}s") from None
         finally:
             self._pending.pop(rid, None)
+
+    async def _await_route(self, topic: str, tb: bytes, timeout: float) -> None:
+        """Wait (bounded) until our inbox's and a server's subscriptions have come back through
+        the hub; on timeout the request goes anyway (the caller's own timeout then decides)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        try:
+            await self.wait_subscribed(topic, timeout)
+        except asyncio.TimeoutError:
+            return
+        while self.inbox not in self._remote_subs:   # exactly ours: a broader one is someone else's
+            if loop.time() >= end:
+                return
+            await asyncio.sleep(0.005)
+        if len(self._routed) >= 4096:
+            self._routed.clear()
+        self._routed.add(tb)
 
     def _on_request(self, topic: bytes, sender: bytes, t: float, seq: int, rid: int, reply_to: bytes, name: str, args: list) -> None:
         self._check_seq(topic, sender, seq)

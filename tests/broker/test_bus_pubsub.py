@@ -248,3 +248,39 @@ async def test_malformed_on_presence_socket_and_hub(hub):
             assert hs["in_msgs"] > 0 and hs["out_msgs"] > 0
     finally:
         raw.close(0)
+
+
+async def test_a_brand_new_endpoints_first_request_is_answered(hub):
+    """ZeroMQ publishers drop what no subscription they know of wants: a request sent before the
+    server's subscription reached us, or answered before our inbox's reached the server, is lost.
+    request() waits (within its timeout) for both, so a fresh endpoint may ask at once."""
+    async with Endpoint("server", hub.addresses) as srv:
+        srv.serve("svc/echo", lambda name, args, meta: args[0])
+        for i in range(25):
+            async with Endpoint(f"fresh-{i}", hub.addresses) as c:
+                assert await c.request("svc/echo", "echo", i, timeout=5.0) == i
+
+
+async def test_a_busy_publisher_still_sees_new_subscriptions(hub):
+    """Publishing on the XPUB may consume the edge that announces a queued subscription; the
+    presence loop must not sleep through it (wait_subscribed, peers and requests rely on it)."""
+    async with Endpoint("busy", hub.addresses) as busy, Endpoint("sink", hub.addresses) as sink:
+        sink.subscribe("noise", lambda n, a, m: None)
+        await busy.wait_subscribed("noise")
+        stop = asyncio.Event()
+
+        async def noise() -> None:
+            while not stop.is_set():
+                for _ in range(50):
+                    busy.publish("noise", "n", 1)
+                await asyncio.sleep(0)
+
+        task = asyncio.ensure_future(noise())
+        try:
+            for i in range(10):
+                async with Endpoint(f"late-{i}", hub.addresses) as late:
+                    late.subscribe(f"late/{i}", lambda n, a, m: None)
+                    await busy.wait_subscribed(f"late/{i}", timeout=3.0)
+        finally:
+            stop.set()
+            await task
