@@ -204,9 +204,11 @@ class _Ctx:
         self._ca.m.log_sink.write(path, record)
 
     def event(self, name: str, *args: Any) -> None:
+        """Raise analyzer event ``name(c, *args)``: the connection comes first, as in every Zeek
+        analyzer event, added here once so no analyzer passes it (nothing is built without a sink)."""
         ev = self._ca.m.event_sink
         if ev is not None:
-            ev.event(name, args)
+            ev.event(name, (self.conn, *args))
 
     def weird(self, name: str, addl: str = "", source: str | None = None) -> None:
         m = self._ca.m

@@ -17,6 +17,6 @@ def hand_to_ssl(ctx, pending: bytes = b"", is_orig: bool = True) -> bool:
 
 
 def start_tls(ctx, event: str) -> bool:
-    """Raise ``event`` (e.g. ``smtp_starttls``) with the connection, then hand the stream to ssl."""
-    ctx.event(event, ctx.conn)
+    """Raise ``event`` (e.g. ``smtp_starttls(c)``), then hand the stream to ssl."""
+    ctx.event(event)
     return hand_to_ssl(ctx)

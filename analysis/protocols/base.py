@@ -50,7 +50,9 @@ class AnalyzerContext(Protocol):
     options: Any          # the analyzer's own options object (see AnalyzerSpec.options), redefs applied
 
     def write_log(self, path: str, record: LogRecord) -> None: ...
-    def event(self, name: str, *args: Any) -> None: ...
+    def event(self, name: str, *args: Any) -> None:
+        """Raise script event ``name``; the handlers get ``(c, *args)``: the context puts the
+        connection (``conn``) first, as Zeek does, so an analyzer never passes it itself."""
     def weird(self, name: str, addl: str = "", source: str | None = None) -> None:
         """A connection weird; ``source`` defaults to the analyzer name upper-cased (Zeek's
         weird.log ``source``, e.g. ``HTTP``); pass ``""`` for none."""

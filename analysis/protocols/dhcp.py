@@ -336,7 +336,7 @@ class DHCPAnalyzer(Analyzer):
         ctx = self.ctx
         if not accept(self, msg):
             return
-        ctx.event("dhcp_message", ctx.conn, is_orig, msg)
+        ctx.event("dhcp_message", is_orig, msg)
         self.agg.add(ts, ctx.conn, ctx.conn.uid, is_orig, msg, self._write)
 
     def done(self, ts: float) -> None:

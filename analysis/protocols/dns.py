@@ -822,7 +822,7 @@ class DNSAnalyzer(Analyzer):
                     conn = self._conn = ctx.conn
         self.first = False
         event = self._event
-        event("dns_message", conn, is_orig, hdr, msg.length)
+        event("dns_message", is_orig, hdr, msg.length)
         tracked = hdr.opcode in _TRACKED_OPCODES
         if tracked:
             self._set_session(hdr, ts)
@@ -836,21 +836,21 @@ class DNSAnalyzer(Analyzer):
         cur = self.cur
         for q in msg.questions:
             if not hdr.QR:
-                event("dns_request", conn, hdr, q.query, q.qtype, q.qclass, q.original_query)
+                event("dns_request", hdr, q.query, q.qtype, q.qclass, q.original_query)
                 if tracked and cur is not None:
                     self._request(cur, hdr, q)
             elif hdr.num_answers == 0 and hdr.num_auth == 0 and hdr.num_addl == 0:
-                event("dns_rejected", conn, hdr, q.query, q.qtype, q.qclass, q.original_query)
+                event("dns_rejected", hdr, q.query, q.qtype, q.qclass, q.original_query)
                 if cur is not None:
                     cur.rejected = True
             else:
-                event("dns_query_reply", conn, hdr, q.query, q.qtype, q.qclass, q.original_query)
+                event("dns_query_reply", hdr, q.query, q.qtype, q.qclass, q.original_query)
         for a in msg.answers:
             ev = _RR_EVENTS.get(a.qtype)
             if ev is None:
-                event("dns_unknown_reply", conn, hdr, a)
+                event("dns_unknown_reply", hdr, a)
             else:
-                event(ev, conn, hdr, a, a.rdata)
+                event(ev, hdr, a, a.rdata)
             if tracked and hdr.QR and cur is not None:
                 reply = _reply_text(a, hdr.opcode, hdr.is_netbios)
                 if reply is not None:
@@ -861,7 +861,7 @@ class DNSAnalyzer(Analyzer):
         self._end(hdr)
 
     def _end(self, hdr: DNSHeader) -> None:
-        self._event("dns_end", self._conn, hdr)
+        self._event("dns_end", hdr)
         cur = self.cur
         if cur is None:
             return

@@ -596,7 +596,7 @@ class FTPAnalyzer(Analyzer):
 
     def _request(self, ev: FTPRequest) -> None:
         cmd, arg, ts = ev
-        self.ctx.event("ftp_request", self.ctx.conn, cmd, arg)
+        self.ctx.event("ftp_request", cmd, arg)
         s = self.s
         if s is not None and s.cmdarg is not None and s.reply_code is not None:
             if s.pending.pop(s.cmdarg.seq, None) is not None:
@@ -627,7 +627,7 @@ class FTPAnalyzer(Analyzer):
 
     def _reply(self, ev: FTPReply) -> None:
         code, msg, cont, ts = ev
-        self.ctx.event("ftp_reply", self.ctx.conn, code, msg, cont)
+        self.ctx.event("ftp_reply", code, msg, cont)
         if not cont:
             if code == 234 and self.auth_requested == "TLS":
                 if start_tls(self.ctx, "ftp_starttls"):

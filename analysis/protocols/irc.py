@@ -144,7 +144,7 @@ class IRCAnalyzer(Analyzer):
                 self.ctx.weird(ev.name, ev.addl)
 
     def _dcc(self, ev: IRCDCC) -> None:
-        self.ctx.event("irc_dcc_message", self.ctx.conn, ev.is_orig, ev.prefix, ev.target, ev.dcc_type,
+        self.ctx.event("irc_dcc_message", ev.is_orig, ev.prefix, ev.target, ev.dcc_type,
                        ev.argument, ev.address, ev.port, ev.size)
         if ev.dcc_type != "SEND":
             return

@@ -132,7 +132,7 @@ class NTPAnalyzer(Analyzer):
                 flip()
                 is_orig = not is_orig
         c = ctx.conn
-        ctx.event("ntp_message", c, is_orig, msg)
+        ctx.event("ntp_message", is_orig, msg)
         s = msg.std_msg
         if s is None or msg.mode > 5:
             return

@@ -125,12 +125,12 @@ class POP3Analyzer(Analyzer):
         for ev in self.parser.feed(is_orig, payload, ts):
             t = type(ev)
             if t is POP3Request:
-                self.ctx.event("pop3_request", self.ctx.conn, True, ev.command, ev.arg)
+                self.ctx.event("pop3_request", True, ev.command, ev.arg)
             elif t is POP3Reply:
                 if not self.confirmed:
                     self.confirmed = True
                     self.ctx.confirm()
-                self.ctx.event("pop3_reply", self.ctx.conn, False, "OK" if ev.ok else "ERR", ev.msg)
+                self.ctx.event("pop3_reply", False, "OK" if ev.ok else "ERR", ev.msg)
             elif t is POP3StartTLS:
                 start_tls(self.ctx, "pop3_starttls")
                 self.stopped = True

@@ -546,7 +546,7 @@ class SMTPAnalyzer(Analyzer):
             elif t is SMTPReply:
                 self._reply(ev)
             elif t is SMTPStartTLS:
-                self.ctx.event("smtp_starttls", self.ctx.conn)
+                self.ctx.event("smtp_starttls")
                 if self.info is not None:
                     self.info.tls = True
                     self.info.has_client_activity = True
@@ -590,7 +590,7 @@ class SMTPAnalyzer(Analyzer):
         if not self.confirmed:
             self.confirmed = True
             self.ctx.confirm()
-        self.ctx.event("smtp_request", self.ctx.conn, True, cmd, arg)
+        self.ctx.event("smtp_request", True, cmd, arg)
         i = self._session(ts)
         o = self.o
         if cmd in ("HELO", "EHLO"):
@@ -630,7 +630,7 @@ class SMTPAnalyzer(Analyzer):
 
     def _reply(self, ev: SMTPReply) -> None:
         code, cmd, msg, cont, ts = ev
-        self.ctx.event("smtp_reply", self.ctx.conn, False, code, cmd, msg, cont)
+        self.ctx.event("smtp_reply", False, code, cmd, msg, cont)
         i = self._session(ts)
         i.last_reply = f"{code} {msg}"
         if cmd == "." or (not cont and cmd == "BDAT" and self.bdat_last_observed):

@@ -8,11 +8,13 @@ expired, or expiring within :data:`notify_when_cert_expiring_in`.  The notice ca
 connection, ``msg`` ``Certificate <subject> expired at <%T>`` (``isn't valid until``, ``is going to
 expire at``), ``suppress_for`` one day and the identifier server address + port + certificate hash.
 
-Zeek reads ``c$ssl$cert_chain`` in ``ssl_established``.  The engine's ``ssl_established`` event
-carries no connection and there is no x509 event, so this script takes the same facts from Zeek's
-log events (:mod:`cluster.frameworks.logevents`): ``X509::log_x509`` gives each certificate's
-subject and validity by fingerprint; the ssl.log record is written at ``ssl_established`` (its
-``established`` is T only then) with the connection and ``cert_chain_fps``.  Deviations: the
+Zeek reads ``c$ssl$cert_chain`` in ``ssl_established(c)``.  The engine's ``ssl_established`` has
+``c`` too, but that is the connection alone: there is no ``c$ssl`` and no x509 event, so the
+certificate chain of the connection is known only from its ssl.log record.  This script therefore
+takes the facts from Zeek's log events (:mod:`cluster.frameworks.logevents`): ``X509::log_x509``
+gives each certificate's subject and validity by fingerprint; the ssl.log record -- Zeek's
+``c$ssl``, written right after ``ssl_established`` (its ``established`` is T only then) -- has the
+connection (uid, id) and ``cert_chain_fps``.  Deviations: the
 certificates are not files in the engine, so the notice's ``fuid`` stays unset, and the
 identifier uses the SHA-256 fingerprint where Zeek uses the SHA-1 (it is never logged).
 

@@ -9,10 +9,9 @@ count within one ``guessing_timeout`` reaches ``password_guesses_limit``, the no
 ``sub`` = ``Sampled servers: `` and up to five sampled servers (identifier: the client).
 ``SSH::Login_By_Password_Guesser`` is declared by Zeek but not implemented there either.
 
-Zeek raises ``ssh_auth_failed(c)`` from the connection's removal hook.  The engine's event has no
-connection argument; it comes from the SSH analyzer's ``done`` at the connection's removal,
-directly followed by that connection's ``connection_state_remove``, which supplies the
-addresses here.  (If the event ever carries ``c``, that is used directly.)
+Zeek raises ``ssh_auth_failed(c)`` from the connection's removal hook; the engine raises it from
+the SSH analyzer's ``done`` (at the connection's removal, or when a violation detaches it), with
+the connection ``c`` first like every analyzer event.
 
 Options (Zeek's names; ``redef`` lines reach them, see :mod:`cluster.frameworks.options`):
 :data:`password_guesses_limit` (30), :data:`guessing_timeout` (30 min), :data:`ignore_guessers`
@@ -90,6 +89,7 @@ def _ignored(client: str, server: str) -> bool:
     return best is not None and b in ipaddress.ip_network(best[1], strict=False)
 
 
+@api.on("ssh_auth_failed")
 def failed(c: Any) -> None:
     """One connection whose authentication failed (Zeek's ``ssh_auth_failed`` handler)."""
     if _ss is None:
@@ -99,28 +99,6 @@ def failed(c: Any) -> None:
     sumstats.observe(STREAM, Key(host=c.orig_h), c.resp_h)
 
 
-_pending = False    # ssh_auth_failed seen; the connection_state_remove that follows is its connection
-
-
-@api.on("ssh_auth_failed")
-def _auth_failed(c: Any = None) -> None:
-    global _pending
-    if c is not None:
-        failed(c)
-    else:
-        _pending = True
-
-
-@api.on("connection_state_remove")
-def _removed(c: Any) -> None:
-    global _pending
-    if _pending:
-        _pending = False
-        failed(c)
-
-
 @api.on(api.CLUSTER_STARTED)
 def _started() -> None:
-    global _pending
     _configure()     # every run's start (the manager sees no SSH: its SumStat is made here)
-    _pending = False

@@ -243,7 +243,8 @@ def streams(trace, *, udp: bool = False, server_ports: Iterable[int] = (), ignor
 class Recorder:
     """A real AnalyzerContext that records every call.
 
-    ``events`` holds ``(name, *args)``, or ``(name, args)`` with ``pack_args``; ``weirds`` holds
+    ``events`` holds ``(name, c, *args)``, or ``(name, (c, *args))`` with ``pack_args``: ``c`` is
+    ``conn``, put first as the engine's context does (Zeek's ``c: connection``); ``weirds`` holds
     ``(name, addl)``, or ``(name, addl, source)`` with ``with_source``.  With a ``reporter`` every
     weird also goes through Zeek's weird policy into its sink (at ``now``, the last delivery's
     time); with a ``sink`` every log row is also written there.  ``default_source`` is the weird
@@ -279,6 +280,7 @@ class Recorder:
             self.sink.write(path, record)
 
     def event(self, name, *args) -> None:
+        args = (self.conn, *args)       # as the engine's context does: the connection first
         self.events.append((name, args) if self.pack_args else (name, *args))
 
     def weird(self, name, addl="", source=None) -> None:

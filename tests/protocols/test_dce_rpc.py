@@ -104,7 +104,7 @@ def test_confirm_and_violation():
     ctx = make_ctx(resp_p=135)
     a = DCERPCAnalyzer(ctx)
     a.data(True, request(3), 1.0)
-    assert ctx.confirmed == 1 and ("dce_rpc_request", (0, 0, 3, 8)) in ctx.events
+    assert ctx.confirmed == 1 and ("dce_rpc_request", (ctx.conn, 0, 0, 3, 8)) in ctx.events
     ctx2 = make_ctx(resp_p=135)
     DCERPCAnalyzer(ctx2).data(True, b"\x16\x03\x01" + b"\0" * 40, 1.0)
     assert ctx2.violations and ctx2.confirmed == 0

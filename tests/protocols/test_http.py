@@ -55,7 +55,7 @@ def test_simple_get_row_and_events():
     assert ctx.confirmed == 1
     names = [e[0] for e in ctx.events]
     assert names.count("http_request") == 1 and names.count("http_reply") == 1
-    assert ("http_request", "GET", "/a%20b?x=1", "/a b?x=1", "1.1") in ctx.events
+    assert ("http_request", ctx.conn, "GET", "/a%20b?x=1", "/a b?x=1", "1.1") in ctx.events
     assert names.count("http_message_done") == 2 and names.count("http_header") == 5
 
 
@@ -74,7 +74,7 @@ def test_request_lines(line, method, uri, version, weirds):
     [row] = ctx.rows("http")
     assert (row.method, row.uri) == (method, uri)
     [req] = [e for e in ctx.events if e[0] == "http_request"]
-    assert req[4] == version
+    assert req[1] is ctx.conn and req[5] == version
     assert weird_names(ctx) == weirds
 
 

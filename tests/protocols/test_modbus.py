@@ -36,7 +36,7 @@ def test_split_pdu_and_log_rows():
     rows = [(r.tid, r.func, r.pdu_type, r.exception) for _, r in ctx.logs]
     assert rows == [(7, "READ_HOLDING_REGISTERS", "REQ", None),
                     (7, "READ_HOLDING_REGISTERS_EXCEPTION", "RESP", "ILLEGAL_DATA_ADDRESS")]
-    assert ("modbus_exception", ((7, 0, 1, 0x83), 2)) in ctx.events
+    assert ("modbus_exception", (ctx.conn, (7, 0, 1, 0x83), 2)) in ctx.events
 
 
 def test_nonzero_protocol_id_is_violation():

@@ -123,8 +123,8 @@ def test_smb2_pipe_write_read_and_ioctl_feed_dce_rpc():
     assert names == ["dce_rpc_message", "dce_rpc_request", "dce_rpc_message", "dce_rpc_response",
                      "dce_rpc_message", "dce_rpc_request"]
     assert set(a.pipes) == {10}
-    assert ("dce_rpc_response", (10, 0, 45, 4)) in ctx.events      # opnum of the context's request
-    assert ("smb2_message", ((9, 0, 2), True)) in ctx.events
+    assert ("dce_rpc_response", (ctx.conn, 10, 0, 45, 4)) in ctx.events      # opnum of the context's request
+    assert ("smb2_message", (ctx.conn, (9, 0, 2), True)) in ctx.events
     # a write on a tree that is not a pipe is file data, not DCE/RPC
     a.data(True, smb2(0x09, struct.pack("<HHIQ", 49, 64 + 48, len(req), 0) + fid + bytes(16) + req, 5, tree=6), 1.6)
     assert len([e for e in ctx.events if e[0] == "dce_rpc_request"]) == 2
@@ -157,7 +157,7 @@ def test_pipes_closed_and_discarded():
     for fid in range(10, 14):        # never closed: the 4th discards the table
         write(fid)
     assert ctx.weirds == [("SMB_discarded_dce_rpc_analyzers", "", "SMB")] and set(a.pipes) == {13}
-    assert ("smb_discarded_dce_rpc_analyzers", ()) in ctx.events
+    assert ("smb_discarded_dce_rpc_analyzers", (ctx.conn,)) in ctx.events
 
 
 def test_smb1_write_andx_on_ipc_tree():
@@ -169,7 +169,7 @@ def test_smb1_write_andx_on_ipc_tree():
     req = request(9)
     words = bytes([12, 0xFF, 0, 0, 0]) + struct.pack("<HIIHHHHH", 0x4000, 0, 0, 0, 0, 0, len(req), 60)
     a.data(True, smb1(0x2F, words + struct.pack("<H", len(req) + 1) + b"\0" + req), 1.1)
-    assert ("dce_rpc_request", (0, 0, 9, 8)) in ctx.events
+    assert ("dce_rpc_request", (ctx.conn, 0, 0, 9, 8)) in ctx.events
 
 
 def test_oversized_frame_is_not_buffered():

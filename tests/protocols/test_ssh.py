@@ -122,7 +122,7 @@ def test_kexinit_caps_weird_and_history():
     assert ("SSH_max_kexinit_kex_algorithms_exceeded", "500 > 101") in ctx.weirds
     assert ("SSH_max_kexinit_languages_exceeded", "3 > 2") in ctx.weirds
     assert "X" in ctx.history
-    caps = [e for e in ctx.events if e[0] == "ssh_capabilities"][0][2]
+    caps = [e for e in ctx.events if e[0] == "ssh_capabilities"][0][3]
     assert len(caps.kex_algorithms) == 101
 
 

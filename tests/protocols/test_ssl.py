@@ -72,7 +72,7 @@ def test_handshake_failure_alert_only():
     row = _row(ctx)
     assert [row[c] for c in COLS] == [None, None, None, None, False, "handshake_failure", None, False, "Cl"]
     assert row["cert_chain_fps"] is None and row["client_cert_chain_fps"] is None
-    assert ("ssl_alert", False, 2, 40) in ctx.events
+    assert ("ssl_alert", ctx.conn, False, 2, 40) in ctx.events
 
 
 @needs_corpus
