@@ -194,10 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except zmq.ZMQError as exc:
         print(f"broker.hub: cannot bind: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"in": hub.in_addr, "out": hub.out_addr, "pid": os.getpid()}), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # Ready only once a stop signal is handled: whoever reads this line may SIGTERM us at once.
+    print(json.dumps({"in": hub.in_addr, "out": hub.out_addr, "pid": os.getpid()}), flush=True)
     while not stop.wait(0.5):
         pass
     hub.stop()
