@@ -15,6 +15,11 @@ JSON).  Sets and vectors are Python lists; the Zeek type tag says which it is.
 Writers (``analysis/logs/tsv.py``, ``jsonl.py``) and the cluster's wire encoding ask
 :func:`columns` for the column list; nobody writes a header by hand.
 
+Values a script needs but Zeek does not log (Zeek's non-``&log`` fields, e.g. a certificate's
+file id) are not fields: the record is declared with ``dict=True`` and the value is a ``ClassVar``
+default overridden per instance, so writers and the wire see only the columns.  They exist only
+in the process that made the record (``analysis/protocols/ssl`` is the first user).
+
 String convention: ``String``/``Enum`` values that come from the wire are the wire bytes decoded
 as UTF-8 with ``errors="surrogateescape"`` (``data.decode("utf-8", "surrogateescape")``).  Valid
 UTF-8 becomes ordinary text; every other byte becomes a lone surrogate U+DC80..U+DCFF, so no

@@ -6,7 +6,8 @@ When a session is established with a server in :data:`notify_certs_expiration` (
 ``Site::local_nets``), its first certificate is compared with the network time: not valid yet,
 expired, or expiring within :data:`notify_when_cert_expiring_in`.  The notice carries the
 connection, ``msg`` ``Certificate <subject> expired at <%T>`` (``isn't valid until``, ``is going to
-expire at``), ``suppress_for`` one day and the identifier server address + port + certificate hash.
+expire at``), ``suppress_for`` one day, the identifier server address + port + certificate hash,
+and ``fuid``, the host certificate's file id.
 
 Zeek reads ``c$ssl$cert_chain`` in ``ssl_established(c)``.  The engine's ``ssl_established`` has
 ``c`` too, but that is the connection alone: there is no ``c$ssl`` and no x509 event, so the
@@ -14,9 +15,10 @@ certificate chain of the connection is known only from its ssl.log record.  This
 takes the facts from Zeek's log events (:mod:`cluster.frameworks.logevents`): ``X509::log_x509``
 gives each certificate's subject and validity by fingerprint; the ssl.log record -- Zeek's
 ``c$ssl``, written right after ``ssl_established`` (its ``established`` is T only then) -- has the
-connection (uid, id) and ``cert_chain_fps``.  Deviations: the
-certificates are not files in the engine, so the notice's ``fuid`` stays unset, and the
-identifier uses the SHA-256 fingerprint where Zeek uses the SHA-1 (it is never logged).
+connection (uid, id), ``cert_chain_fps`` and, not logged, ``cert_chain_fuids`` (Zeek's
+``c$ssl$cert_chain[i]$fuid``: this connection's own file ids, so concurrent handshakes with the
+same certificate each get theirs).  Deviation: the identifier uses the SHA-256 fingerprint where
+Zeek uses the SHA-1 (it is never logged).
 
 Options (Zeek's names; ``redef`` lines reach them, see :mod:`cluster.frameworks.options`):
 :data:`notify_certs_expiration` (``LOCAL_HOSTS``; ``REMOTE_HOSTS``, ``ALL_HOSTS``, ``NO_HOSTS``),
@@ -89,8 +91,9 @@ def _ssl(rec: Any) -> None:
         note, msg = CERTIFICATE_EXPIRES_SOON, f"Certificate {subject} is going to expire at {fmt_time(not_after)}"
     else:
         return
+    fuids = getattr(rec, "cert_chain_fuids", None)      # None on a record from elsewhere
     notice.NOTICE(note=note, conn=rec, msg=msg, suppress_for=SUPPRESS_FOR,
-                  identifier=f"{rec.resp_h}{rec.resp_p}/tcp{fp}")
+                  identifier=f"{rec.resp_h}{rec.resp_p}/tcp{fp}", fuid=fuids[0] if fuids else None)
 
 
 @api.on(api.CLUSTER_STARTED)

@@ -65,17 +65,14 @@ def _row(n: dict) -> tuple:
 # ---- the corpus: Zeek's notices ----------------------------------------------------------------
 
 @needs_corpus
-@pytest.mark.parametrize("name,ignore", [(FTP_CASE, set()), (SSH_CASE, set()),
-                                         # certificates are not files in the engine: no fuid
-                                         (SSL_CASE, {"fuid"})])
-def test_corpus_notices_are_zeeks(tmp_path, name, ignore):
+@pytest.mark.parametrize("name", [FTP_CASE, SSH_CASE, SSL_CASE])
+def test_corpus_notices_are_zeeks(tmp_path, name):
     case = _case(name)
     # --bare as in the case: the policy scripts' own loads enable their analyzers
     bare = ["--bare"] if case["bare"] else []
     logs = _analyze(ZEEK / case["trace"], tmp_path, case["loads"], case["redefs"], *bare)
     assert case["protocol"] in logs
-    res = _comparator().compare_logs(ZEEK / case["baselines"]["notice.log"], tmp_path / "notice.log",
-                                     ignore=ignore)
+    res = _comparator().compare_logs(ZEEK / case["baselines"]["notice.log"], tmp_path / "notice.log")
     d = res.to_dict()
     assert res.passed, d["mismatches"] or d["unmatched_baseline_rows"]
     assert d["rows"]["ours"] == d["rows"]["baseline"]
@@ -142,23 +139,79 @@ def test_expiring_certs_options(tmp_path):
     assert [r["note"] for r in shorter["notice"]] == ["SSL::Certificate_Expired"]
 
 
+# what the certificates' records carry besides their columns, as a user's script sees them
+RECORD_FUIDS_SCRIPT = '''
+import json
+from cluster import api as cluster
+
+OUT = {out!r}
+
+def _put(kind, **kw):
+    with open(OUT, "a") as f:
+        f.write(json.dumps({{"kind": kind, **kw}}) + "\\n")
+
+@cluster.on("X509::log_x509")
+def x509(rec):
+    _put("x509", fp=rec.fingerprint, fuid=rec.fuid, host_cert=rec.host_cert, client_cert=rec.client_cert)
+
+@cluster.on("SSL::log_ssl")
+def ssl(rec):
+    _put("ssl", uid=rec.uid, fps=rec.cert_chain_fps, fuids=rec.cert_chain_fuids)
+'''
+
+
+@needs_corpus
+def test_expiring_certs_notice_fuid_is_the_host_certificates_file_id(tmp_path):
+    """The notice's fuid is the file id of the connection's host certificate: the one its x509
+    record carries (not a column of x509.log, whose header stays Zeek's)."""
+    case = _case(SSL_CASE)
+    seen = tmp_path / "records.jsonl"
+    script = tmp_path / "record_fuids.py"
+    script.write_text(RECORD_FUIDS_SCRIPT.format(out=str(seen)))
+    logs = _analyze(ZEEK / case["trace"], tmp_path / "out", case["loads"], case["redefs"], "--script", str(script))
+    recs = [json.loads(line) for line in seen.read_text().splitlines()]
+    x509 = [r for r in recs if r["kind"] == "x509"]
+    ssl = {r["uid"]: r for r in recs if r["kind"] == "ssl"}
+    fuids = [r["fuid"] for r in x509]
+    assert len(x509) >= 2 and all(f.startswith("F") and len(f) > 10 for f in fuids)
+    assert len(set(fuids)) == len(fuids)                 # one file per certificate
+    notices = logs["notice"]
+    assert len(notices) == 2
+    for n in notices:
+        chain = ssl[n["uid"]]
+        assert n["fuid"] is not None and n["fuid"] == chain["fuids"][0]
+        host = [r for r in x509 if r["fuid"] == n["fuid"]]
+        assert len(host) == 1 and host[0]["host_cert"] and not host[0]["client_cert"]
+        assert host[0]["fp"] == chain["fps"][0]
+    # x509.log keeps Zeek's columns: the file id is in no log
+    x509_log = tmp_path / "out" / "x509.log"
+    fields = next(line for line in x509_log.read_text().splitlines() if line.startswith("#fields"))
+    assert fields.split("\t")[1:3] == ["ts", "fingerprint"] and "fuid" not in fields
+    assert not any(f in x509_log.read_text() for f in fuids)
+
+
 # ---- a cluster gives the same notices ----------------------------------------------------------
 
 @needs_corpus
-@pytest.mark.parametrize("name", [SSH_CASE, FTP_CASE])
-def test_two_worker_cluster_same_notice_as_standalone(tmp_path, name):
+@pytest.mark.parametrize("name,count,peer", [(SSH_CASE, 1, "manager"), (FTP_CASE, 1, "manager"),
+                                             (SSL_CASE, 2, "worker-")])
+def test_two_worker_cluster_same_notice_as_standalone(tmp_path, name, count, peer):
+    """SumStats decide on the manager; a certificate notice comes from the worker that saw the
+    session (its log events run there), with the certificate's file id."""
     from cluster.run import run_local
 
     case = _case(name)
     trace = ZEEK / case["trace"]
-    alone = _analyze(trace, tmp_path / "sa", case["loads"], case["redefs"])["notice"]
+    alone = sorted(_analyze(trace, tmp_path / "sa", case["loads"], case["redefs"])["notice"], key=lambda r: r["ts"])
     s = run_local(trace, workers=2, logdir=tmp_path / "cl", proxies=0, loggers=1, progress=False,
                   ignore_checksums=True, loads=case["loads"], redefs=case["redefs"])
     assert s["ok"], s["problems"]
-    clustered = list(read_tsv(tmp_path / "cl" / "notice.log").rows())
-    assert [_row(r) for r in clustered] == [_row(r) for r in alone] and len(alone) == 1
-    assert clustered[0]["ts"] == alone[0]["ts"]         # the same observation crossed the threshold
-    assert clustered[0]["peer_descr"] == "manager"      # SumStats decide on the manager
+    clustered = sorted(read_tsv(tmp_path / "cl" / "notice.log").rows(), key=lambda r: r["ts"])
+    assert [_row(r) for r in clustered] == [_row(r) for r in alone] and len(alone) == count
+    assert [r["ts"] for r in clustered] == [r["ts"] for r in alone]    # the same observations decided
+    assert all(r["peer_descr"].startswith(peer) for r in clustered)
+    has_file = name == SSL_CASE
+    assert all((r["fuid"] or "").startswith("F") == has_file for r in clustered + alone)
 
 
 # ---- the pieces ----------------------------------------------------------------------------------

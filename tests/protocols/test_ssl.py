@@ -352,6 +352,7 @@ def test_dtls_handshake_with_fragmented_certificate():
     assert row["version"] == "DTLSv12" and row["cipher"] == "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
     assert row["ssl_history"] == "CsxIi" and row["established"] is True
     assert row["cert_chain_fps"] == [x509.fingerprint(der)]
+    assert [r.fuid for r in ctx.rows("x509")] == ctx.rows("ssl")[0].cert_chain_fuids == ["Ftest1"]
     spec = REGISTRY["dtls"]
     assert spec.dpd_orig[0].match(datagrams[0][1]) and spec.dpd_resp[0].match(datagrams[1][1])
 
@@ -372,6 +373,56 @@ def test_x509_rows_for_the_chain():
     assert (leaf["basic_constraints.ca"], leaf["host_cert"], leaf["client_cert"]) == (False, True, False)
     assert (ca["basic_constraints.ca"], ca["basic_constraints.path_len"], ca["host_cert"]) == (True, 0, False)
     assert ca["certificate.curve"] == "prime256v1"
+
+
+@needs_corpus
+def test_certificates_get_file_ids_that_no_log_writes():
+    """Each certificate is a file (Zeek's file analysis): an id from ``ctx.uid_for("F")`` on its
+    x509 record and, in chain order, on the ssl record; neither is a column or on the wire."""
+    import io
+
+    import msgspec
+
+    from analysis.logs.tsv import TsvWriter
+
+    _, ctx = run(SSLAnalyzer, _tls_conn("tls/ecdsa-cert.pcap"))
+    certs, (ssl,) = ctx.rows("x509"), ctx.rows("ssl")
+    assert [r.fuid for r in certs] == ["Ftest1", "Ftest2"]          # the context's generator, kind "F"
+    assert ssl.cert_chain_fuids == ["Ftest1", "Ftest2"] and ssl.client_cert_chain_fuids == []
+    assert [r.fingerprint for r in certs] == ssl.cert_chain_fps and certs[0].host_cert
+    for rec in (*certs, ssl):
+        assert "fuid" not in {c.name for c in columns(type(rec))}
+        assert b"Ftest" not in msgspec.msgpack.encode(rec)          # what a log batch carries
+    out = io.BytesIO()
+    w = TsvWriter(out, "x509", type(certs[0]), open_time=0.0)
+    for r in certs:
+        w.write(r)
+    w.flush()
+    text = out.getvalue().decode()
+    assert "Ftest" not in text and len(text.splitlines()) == 10     # 8 header lines + 2 rows
+
+
+def test_certificate_file_ids_per_side_unparsable_included():
+    """Every certificate gets a file id, also one that does not parse (Zeek still makes the file;
+    it has no x509 row); client certificates get theirs; no certificate, no id drawn."""
+    good = _cert(_der(0x30, _rdn(CN, b"srv.example")), _der(0x30, _rdn(O, b"CA")))
+    client = _cert(_der(0x30, _rdn(CN, b"client")), _der(0x30, _rdn(O, b"CA")))
+
+    def cert_msg(*ders: bytes) -> bytes:
+        body = b"".join(len(d).to_bytes(3, "big") + d for d in ders)
+        return _record(22, _hs(11, len(body).to_bytes(3, "big") + body))
+
+    _, ctx = _feed([(True, _client_hello()), (False, _server_hello()),
+                    (False, cert_msg(b"\x30\x03bad", good)), (True, cert_msg(client))])
+    (ssl,) = ctx.rows("ssl")
+    assert ssl.cert_chain_fuids == ["Ftest1", "Ftest2"] and ssl.client_cert_chain_fuids == ["Ftest3"]
+    assert [(r.fuid, r.host_cert, r.client_cert) for r in ctx.rows("x509")] == [
+        ("Ftest2", False, False), ("Ftest3", True, True)]
+    assert ("x509_cert_parse_error", "") in ctx.weirds
+    _, none = _feed([(True, _client_hello()), (False, _server_hello())])
+    (row,) = none.rows("ssl")
+    assert row.cert_chain_fuids is None and row.client_cert_chain_fuids is None
+    assert none.uid_for("F") == "Ftest1"                              # nothing was drawn before
 
 
 def test_x509_rsa_details_and_bad_certificate():

@@ -7,6 +7,14 @@ letters (client upper case), and on ``ssl_established`` (or when the connection 
 row with the certificate fingerprints (``cert_chain_fps``), optionally subject/issuer, and
 ``sni_matches_cert``.  Like Zeek with ``SSL::disable_analyzer_after_detection`` it stops looking
 at the connection once the session is established.
+
+Every certificate is a file in Zeek (file analysis, X509 analyzer) with a file id ``F...``; here
+each certificate gets one from the engine's id generator (``ctx.uid_for("F")``, as HTTP/SMTP/FTP
+files do).  Zeek logs it nowhere by default (x509.log has no file id column and
+``X509::log_x509_in_files_log`` is F, so no files.log row); scripts read it from the records:
+``X509Info.fuid`` and the ssl record's ``cert_chain_fuids`` / ``client_cert_chain_fuids`` (Zeek's
+``c$ssl$cert_chain[i]$fuid``).  Those are attributes, not fields, of records declared with
+msgspec's ``dict=True``: the writers and the wire encoding see only fields, so the logs are unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import functools
 import re
 import typing
 from dataclasses import dataclass, field as dc_field
+from typing import ClassVar
 
 import msgspec
 
@@ -31,7 +40,9 @@ __all__ = ["SSLInfo", "SSLOptions", "SSLAnalyzer", "DTLSAnalyzer", "ssl_record_t
 
 
 @log_stream("ssl")
-class SSLInfo(ConnIdRecord, kw_only=True):
+class SSLInfo(ConnIdRecord, kw_only=True, dict=True):
+    """Zeek 9's ssl.log; ``ssl_record_type`` gives the record type actually written."""
+
     version: String | None = None
     cipher: String | None = None
     curve: String | None = None
@@ -49,10 +60,17 @@ class SSLInfo(ConnIdRecord, kw_only=True):
     client_issuer: String | None = None
     sni_matches_cert: Bool | None = None
     requested_client_certificate_authorities: vector_of("string") | None = None
+    # not logged (attributes, not fields): the file ids of the certificates of each side, in
+    # chain order, one per certificate (Zeek's ``c$ssl$cert_chain[i]$fuid``); None without any
+    cert_chain_fuids: ClassVar[list[str] | None] = None
+    client_cert_chain_fuids: ClassVar[list[str] | None] = None
+
+
+_NOT_LOGGED = ("cert_chain_fuids", "client_cert_chain_fuids")
 
 
 @log_stream("x509")
-class X509Info(LogRecord, kw_only=True):
+class X509Info(LogRecord, kw_only=True, dict=True):
     """Zeek 9's x509.log (``base/files/x509``), one row per certificate seen in a TLS handshake."""
 
     ts: Time
@@ -77,6 +95,8 @@ class X509Info(LogRecord, kw_only=True):
     path_len: Count | None = field(default=None, name="basic_constraints.path_len")
     host_cert: Bool = False
     client_cert: Bool = False
+    # not logged (an attribute, not a field): the certificate's file id, Zeek's ``f$id``
+    fuid: ClassVar[str | None] = None
 
 
 _OPTIONAL = ("subject", "issuer", "client_subject", "client_issuer", "requested_client_certificate_authorities")
@@ -107,7 +127,8 @@ def ssl_record_type(server_subject: bool = False, client_subject: bool = False,
             else msgspec.field(name=f.encode_name)
         fields.append((f.name, hints[f.name], spec))
     suffix = "".join("1" if x else "0" for x in (server_subject, client_subject, cert_request_info))
-    cls = msgspec.defstruct(f"SSLInfo_{suffix}", fields, bases=(LogRecord,), kw_only=True, module=__name__)
+    cls = msgspec.defstruct(f"SSLInfo_{suffix}", fields, bases=(LogRecord,), kw_only=True, module=__name__,
+                            dict=True, namespace={n: getattr(SSLInfo, n) for n in _NOT_LOGGED})
     cls.__log_path__ = "ssl"  # type: ignore[attr-defined]
     return cls
 
@@ -168,8 +189,8 @@ class SSLAnalyzer(Analyzer):
     """One TLS connection (or the TLS part of a STARTTLS stream)."""
 
     __slots__ = ("parser", "opts", "info", "hist", "session_id", "ticket_empty_session", "cke_seen",
-                 "psk_seen", "hrr_seen", "version_num", "server_certs", "client_certs", "cas",
-                 "logged", "done_parsing", "first_ts")
+                 "psk_seen", "hrr_seen", "version_num", "server_certs", "client_certs", "server_fuids",
+                 "client_fuids", "cas", "logged", "done_parsing", "first_ts")
 
     def __init__(self, ctx: AnalyzerContext) -> None:
         super().__init__(ctx)
@@ -185,6 +206,8 @@ class SSLAnalyzer(Analyzer):
         self.version_num: int | None = None
         self.server_certs: list[bytes] | None = None
         self.client_certs: list[bytes] | None = None
+        self.server_fuids: list[str] | None = None    # file ids of the certificates, in chain order
+        self.client_fuids: list[str] | None = None
         self.cas: list[str] | None = None
         self.logged = False
         self.done_parsing = False
@@ -249,10 +272,14 @@ class SSLAnalyzer(Analyzer):
                 self._session(ts)
                 if self.server_certs is None:
                     self.server_certs, self.client_certs = [], []
+                    self.server_fuids, self.client_fuids = [], []
                 chain = self.client_certs if ev.is_orig else self.server_certs
                 first = not chain
                 chain.extend(ev.certs)
-                self._log_x509(ev, first, ts)
+                # every certificate is a file (Zeek's file analysis): its id, in chain order
+                fuids = [ctx.uid_for("F") for _ in ev.certs]
+                (self.client_fuids if ev.is_orig else self.server_fuids).extend(fuids)
+                self._log_x509(ev, fuids, first, ts)
             elif kind is P.ECDHParams:
                 self._session(ts)["curve"] = K.curve_name(ev.curve)
                 ctx.event("ssl_ecdh_server_params", ev.curve, ev.point)
@@ -361,22 +388,25 @@ class SSLAnalyzer(Analyzer):
         self.cas = cas
         self.ctx.event("ssl_certificate_request", ev.cert_types, ev.sig_algs, list(ev.cas))
 
-    def _log_x509(self, ev: P.Certificates, first: bool, ts: float) -> None:
-        """One x509.log row per certificate (Zeek's X509 file analyzer); unparsable ones get a weird."""
+    def _log_x509(self, ev: P.Certificates, fuids: list[str], first: bool, ts: float) -> None:
+        """One x509.log row per certificate (Zeek's X509 file analyzer), carrying the certificate's
+        file id ``fuids[i]`` (not logged); unparsable ones get a weird."""
         write = self.ctx.write_log
         for i, der in enumerate(ev.certs):
             d = x509.cert_details(der)
             if d is None:
                 self.ctx.weird("x509_cert_parse_error")
                 continue
-            write("x509", X509Info(
+            rec = X509Info(
                 ts=ts, fingerprint=x509.fingerprint(der), version=d["version"], serial=d["serial"],
                 subject=d["subject"], issuer=d["issuer"], not_valid_before=d["not_valid_before"],
                 not_valid_after=d["not_valid_after"], key_alg=d["key_alg"], sig_alg=d["sig_alg"],
                 key_type=d.get("key_type"), key_length=d.get("key_length"), exponent=d.get("exponent"),
                 curve=d.get("curve"), san_dns=d.get("san_dns"), san_uri=d.get("san_uri"),
                 san_email=d.get("san_email"), san_ip=d.get("san_ip"), ca=d.get("ca"), path_len=d.get("path_len"),
-                host_cert=first and i == 0, client_cert=ev.is_orig))
+                host_cert=first and i == 0, client_cert=ev.is_orig)
+            rec.fuid = fuids[i]
+            write("x509", rec)
 
     # -- logging (ssl_finishing hooks + log_record) ------------------------------------------------
 
@@ -420,6 +450,8 @@ class SSLAnalyzer(Analyzer):
                        last_alert=info.get("last_alert"), next_protocol=info.get("next_protocol"),
                        established=info.get("established", False), ssl_history="".join(self.hist),
                        **extra)
+        if self.server_certs is not None:
+            rec.cert_chain_fuids, rec.client_cert_chain_fuids = list(self.server_fuids), list(self.client_fuids)
         self.ctx.write_log("ssl", rec)
 
 
