@@ -146,6 +146,8 @@ def analyze_file(trace, logdir, config: AnalysisConfig | None = None, fmt: str =
         source = open_source(path)
         engine_box: list[Engine] = []
         sink = DirectoryLogSink(logdir, fmt, clock=lambda: engine_box[0].network_time if engine_box else time.time())
+        from analysis.files.extract import install as install_extraction
+        install_extraction(config, logdir, sink)    # extract-all-files: <logdir>/<FileExtract::prefix>
         engine = Engine(config, sink)
         engine_box.append(engine)
         keep = None

@@ -209,20 +209,21 @@ def _analyzers_for(loads) -> dict:
     return out
 
 
-def _option_index() -> dict[str, tuple[str, object]]:
-    """Zeek option name -> (analyzer name, dataclass field) over every registered analyzer."""
+def _option_index() -> dict[str, list[tuple[str, object]]]:
+    """Zeek option name -> [(analyzer name, dataclass field)] over every registered analyzer
+    (several for options every file-carrying analyzer shares, e.g. ``FileExtract::prefix``)."""
     import dataclasses
 
     from analysis.protocols import REGISTRY
 
-    idx = {}
+    idx: dict[str, list[tuple[str, object]]] = {}
     for name, spec in REGISTRY.items():
         if spec.options is None or not dataclasses.is_dataclass(spec.options):
             continue
         for f in dataclasses.fields(spec.options):
             z = f.metadata.get("zeek")
             if z:
-                idx[z] = (name, f)
+                idx.setdefault(z, []).append((name, f))
     return idx
 
 
@@ -303,15 +304,15 @@ def _redef_analyzer(cfg: AnalysisConfig, name: str, op: str, value: str,
         else:
             cfg.disabled_analyzers = frozenset(names)
         return True
-    hit = _option_index().get(name)
-    if hit is None:
+    hits = _option_index().get(name)
+    if not hits:
         return False
-    aname, f = hit
-    vals = overrides.setdefault(aname, {}) if overrides is not None else {}
-    current = vals.get(f.name, _field_default(f))
-    vals[f.name] = _convert(f, current, op, value)
-    if overrides is None:       # a lone apply_redef call: rebuild the options object now
-        _build_options(cfg, {aname: vals})
+    for aname, f in hits:
+        vals = overrides.setdefault(aname, {}) if overrides is not None else {}
+        current = vals.get(f.name, _field_default(f))
+        vals[f.name] = _convert(f, current, op, value)
+        if overrides is None:       # a lone apply_redef call: rebuild the options object now
+            _build_options(cfg, {aname: vals})
     return True
 
 

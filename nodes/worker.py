@@ -9,6 +9,7 @@ written), and the runtime then ships every pending batch until the loggers ackno
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import zlib
 from typing import Any
@@ -17,6 +18,7 @@ import structlog
 
 from analysis.config import AnalysisConfig
 from analysis.engine import Engine
+from analysis.files.extract import install as install_extraction
 from analysis.sources.base import SourceError
 from analysis.standalone import analysis_config
 from cluster import api
@@ -76,7 +78,12 @@ class WorkerNode(Node):
         reg = api.current().registry
         events = ScriptEvents(reg) if reg.handlers else None
         # scripts that handle Zeek's per-stream log events (SSL::log_ssl, ...) see the records
-        self.engine = Engine(self.analysis_config(), logevents.tap(self.shipper, reg), events)
+        sink = logevents.tap(self.shipper, reg)
+        cfg = self.analysis_config()
+        # extract-all-files: as in Zeek, the worker writes extracted files below its own cwd (the
+        # node directory the supervisor starts it in), i.e. <node dir>/extract_files/
+        install_extraction(cfg, os.getcwd(), sink)
+        self.engine = Engine(cfg, sink, events)
         # [frameworks] notice/SumStats read network time from this engine (cluster/frameworks/host.py)
         frameworks_host.set_clock(lambda: self.engine.network_time)
 

@@ -6,7 +6,9 @@ it the file's bytes as they come (:meth:`FileState.data`, :meth:`FileState.gap`)
 the files.log row when the file ends (:meth:`FileState.record`): at the end of the entity or
 transfer, or when the connection goes away.  It keeps what Zeek's file manager keeps: first and
 last activity, seen/missing bytes, the beginning-of-file buffer for MIME sniffing and, when
-``frameworks/files/hash-all-files`` is loaded, the MD5/SHA1/SHA256 digests.
+``frameworks/files/hash-all-files`` is loaded, the MD5/SHA1/SHA256 digests; with
+``frameworks/files/extract-all-files`` an :class:`~analysis.files.extract.Extractor` writes the
+bytes through the sink the runner put into the options.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from typing import Any
+
+from analysis.files.extract import DEFAULT_PREFIX, Extractor, extract_name
 from analysis.files.magic import BOF_SIZE, sniff
 from analysis.files.record import FilesInfo, files_record_type
 
@@ -31,6 +36,15 @@ class FileOptions:
     files_hash_columns: bool = field(default=True, metadata={"zeek_load": "base/files/hash"})
     files_hash_all: bool = field(default=False, metadata={"zeek_load": "frameworks/files/hash-all-files"})
     files_extract_columns: bool = field(default=True, metadata={"zeek_load": "base/files/extract"})
+    # frameworks/files/extract-all-files: Files::ANALYZER_EXTRACT on every file (file_new)
+    files_extract_all: bool = field(default=False,
+                                    metadata={"zeek_load": "frameworks/files/extract-all-files"})
+    extract_prefix: str = field(default=DEFAULT_PREFIX, metadata={"zeek": "FileExtract::prefix"})
+    extract_limit: int = field(default=0, metadata={"zeek": "FileExtract::default_limit"})
+    extract_limit_includes_missing: bool = field(
+        default=True, metadata={"zeek": "FileExtract::default_limit_includes_missing"})
+    # where extracted bytes go (analysis.files.extract.install); no sink: nothing is extracted
+    extract_sink: Any = field(default=None, compare=False, repr=False)
 
 
 _NO_OPTIONS = FileOptions()
@@ -55,7 +69,7 @@ class FileState:
     __slots__ = ("fuid", "source", "is_orig", "depth", "filename", "ts", "last_active",
                  "seen_bytes", "total_bytes", "missing_bytes", "overflow_bytes", "mime_type",
                  "sniffed", "bof", "hashers", "analyzers", "parent_fuid", "next_offset",
-                 "ranges", "record_type", "ended")
+                 "ranges", "record_type", "ended", "extractor")
 
     def __init__(self, fuid: str, source: str, is_orig: bool, ts: float,
                  opts: FileOptions | None = None, depth: int = 0, filename: str | None = None) -> None:
@@ -84,8 +98,13 @@ class FileState:
         else:
             self.hashers = None
             self.analyzers = []
+        self.extractor = None
+        if o.files_extract_all and o.extract_sink is not None:
+            self.analyzers.append("EXTRACT")
+            self.extractor = Extractor(o.extract_sink, o.extract_prefix, extract_name(ts, source, fuid), ts,
+                                       o.extract_limit, o.extract_limit_includes_missing)
         self.record_type = files_record_type(o.files_hash_columns or o.files_hash_all,
-                                             o.files_extract_columns)
+                                             o.files_extract_columns or o.files_extract_all)
 
     def data(self, chunk: bytes, ts: float, offset: int = -1) -> bool:
         """File bytes in stream order (``offset`` -1) or at a file offset (HTTP 206 ranges).
@@ -96,7 +115,10 @@ class FileState:
         self.seen_bytes += n
         self.last_active = ts
         if (offset >= 0 and offset != self.next_offset) or self.ranges is not None:
-            return self._out_of_order(chunk, offset if offset >= 0 else self.next_offset)
+            return self._out_of_order(chunk, offset if offset >= 0 else self.next_offset, ts)
+        x = self.extractor
+        if x is not None:
+            x.data(chunk, self.next_offset, ts)
         self.next_offset += n
         h = self.hashers
         if h is not None:
@@ -110,12 +132,14 @@ class FileState:
                 return True
         return False
 
-    def _out_of_order(self, chunk: bytes, offset: int) -> bool:
+    def _out_of_order(self, chunk: bytes, offset: int, ts: float) -> bool:
         """Byte ranges (HTTP 206, possibly over several connections): keep the covered
         intervals; what lies between them is missing when the file ends, as Zeek's file
         reassembler reports it.  Hashes need in-order data, so they are dropped."""
         n = len(chunk)
         self.hashers = None
+        if self.extractor is not None:
+            self.extractor.data(chunk, offset, ts)
         rs = self.ranges
         if rs is None:
             rs = self.ranges = [[0, self.next_offset]] if self.next_offset else []
@@ -149,6 +173,8 @@ class FileState:
     def gap(self, length: int) -> None:
         """``length`` bytes of the file are missing (a content gap)."""
         if length > 0:
+            if self.extractor is not None:
+                self.extractor.gap(self.next_offset, length)
             if self.ranges is None:
                 self.missing_bytes += length     # else the hole shows between the ranges
             self.next_offset += length
@@ -163,6 +189,8 @@ class FileState:
         """The file ends: sniff what the BOF buffer holds.  True when that decided the MIME type
         now (the file was shorter than the buffer)."""
         self.ended = True
+        if self.extractor is not None:
+            self.extractor.close()
         if not self.sniffed:
             self._sniff()
             return True
@@ -179,6 +207,8 @@ class FileState:
         if self.hashers is not None:
             md5, sha1, sha256 = self.hashers
             extra = {"md5": md5.hexdigest(), "sha1": sha1.hexdigest(), "sha256": sha256.hexdigest()}
+        if self.extractor is not None:
+            extra.update(self.extractor.columns())
         return self.record_type(
             ts=self.ts, fuid=self.fuid, uid=conn.uid, orig_h=conn.orig_h, orig_p=conn.orig_p,
             resp_h=conn.resp_h, resp_p=conn.resp_p, source=self.source, depth=self.depth,

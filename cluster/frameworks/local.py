@@ -19,6 +19,7 @@ import time
 from typing import Iterable
 
 from analysis.config import AnalysisConfig
+from analysis.files.extract import install as install_extraction
 from cluster import api
 from cluster.frameworks import host as _host
 
@@ -67,6 +68,7 @@ def analyze_with_scripts(trace: str | os.PathLike[str], logdir: str | os.PathLik
     _host.install(h)
     options.install(h, redefs)
     try:
+        install_extraction(config, logdir, sink)    # extract-all-files: <logdir>/<FileExtract::prefix>
         engine = Engine(config, logevents.tap(sink, reg), RegistryEvents(reg))
         box.append(engine)
         reg.dispatch(api.CLUSTER_STARTED, ())      # zeek_init's place for the frameworks
