@@ -121,6 +121,7 @@ def analyze_file(trace, logdir, config: AnalysisConfig | None = None, fmt: str =
     ``index``, so ``count`` runs over the same file split the work like cluster workers do.
     Raises :class:`analysis.sources.base.SourceError` for an unreadable trace.
     """
+    from analysis.files.extract import install as install_extraction
     from analysis.logs.files import DirectoryLogSink
     from analysis.sources import open_source
 
@@ -146,7 +147,6 @@ def analyze_file(trace, logdir, config: AnalysisConfig | None = None, fmt: str =
         source = open_source(path)
         engine_box: list[Engine] = []
         sink = DirectoryLogSink(logdir, fmt, clock=lambda: engine_box[0].network_time if engine_box else time.time())
-        from analysis.files.extract import install as install_extraction
         install_extraction(config, logdir, sink)    # extract-all-files: <logdir>/<FileExtract::prefix>
         engine = Engine(config, sink)
         engine_box.append(engine)
